@@ -1,0 +1,37 @@
+# The two commands of the README work on a fresh machine (Python 3.11 + pip only):
+#   make demo   installs, runs a real small sweep on the offline dataset, prints the report
+#   make test   installs, lints, runs the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+RUNS   ?= $(CURDIR)/mixsweep_runs
+
+.PHONY: install test demo bench ui clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --progress-bar off -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+demo: install
+	$(VENV)/bin/mixsweep preview --out $(RUNS)/preview.png
+
+bench: install
+	$(PY) bench/saliency.py
+	$(PY) bench/train_step.py
+
+ui: install
+	$(VENV)/bin/mixsweep ui --storage $(RUNS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

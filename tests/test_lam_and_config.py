@@ -1,0 +1,93 @@
+"""lam distribution strings and the resolution of mix.* keys into a MixConfig."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainables.mixing import build_mixer, factor_values, list_presets, parse_lam, resolve_mix_config
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [("uniform(0,1)", "uniform(0,1)"), (" beta( 0.4 , 0.4 ) ", "beta(0.4,0.4)"), ("fixed(0.25)", "fixed(0.25)"),
+     ("beta(1e-1,2)", "beta(0.1,2)"), ("uniform(.2,.8)", "uniform(0.2,0.8)")],
+)
+def test_parse_lam(text, canonical):
+    assert str(parse_lam(text)) == canonical
+
+
+@pytest.mark.parametrize("bad", ["beta(1)", "beta(0,1)", "uniform(0.8,0.2)", "fixed(2)", "gauss(0,1)", "beta(a,b)",
+                                 "", "uniform(0,1", "fixed(-0.1)"])
+def test_bad_lam_strings_name_the_string(bad):
+    with pytest.raises(ValueError, match=f"bad lam distribution {bad!r}".replace("(", r"\(").replace(")", r"\)")):
+        parse_lam(bad)
+
+
+def test_lam_samples():
+    g = torch.Generator().manual_seed(0)
+    u = parse_lam("uniform(0.2,0.4)").sample(20000, g)
+    assert u.dtype == torch.float64 and u.min() >= 0.2 and u.max() <= 0.4 and abs(u.mean() - 0.3) < 0.005
+    b = parse_lam("beta(2,5)").sample(20000, g)
+    assert abs(b.mean() - 2 / 7) < 0.01 and b.min() >= 0 and b.max() <= 1
+    assert torch.equal(parse_lam("fixed(0.3)").sample(3, g), torch.full((3,), 0.3, dtype=torch.float64))
+    again = parse_lam("beta(2,5)").sample(5, torch.Generator().manual_seed(7))
+    assert torch.equal(again, parse_lam("beta(2,5)").sample(5, torch.Generator().manual_seed(7)))
+
+
+def test_every_preset_resolves_and_scopes():
+    for name in list_presets():
+        cfg = resolve_mix_config({"preset": name})
+        assert cfg.preset == name
+        expect = {"saliencymix_official": "per_batch", "none": None}.get(name, "per_sample")
+        assert cfg.scope == expect
+    assert set(list_presets()) == {"none", "mixup", "cutmix", "saliencymix", "saliencymix_official", "guided_sr",
+                                   "guided_ap", "grafting"}
+
+
+def test_overrides_and_cross_family():
+    cfg = resolve_mix_config({"preset": "saliencymix", "selection": "salient_to_salient", "pairing": "greedy"})
+    assert (cfg.selection, cfg.pairing, cfg.saliency, cfg.lam) == ("salient_to_salient", "greedy", "fine_grained",
+                                                                   "uniform(0,1)")
+    # changing the mask drops the preset's box-only values instead of failing
+    cfg = resolve_mix_config({"preset": "saliencymix", "mask": "pixel_ratio"})
+    assert (cfg.selection, cfg.lam, cfg.label, cfg.saliency_input) == (None, None, "mask_mean", "uint8")
+    cfg = resolve_mix_config({"mask": "box"})
+    assert (cfg.selection, cfg.saliency, cfg.lam, cfg.label, cfg.prob) == ("random", "none", "beta(1,1)", "area", 1.0)
+    assert resolve_mix_config({}).preset == "none" and not resolve_mix_config({}).mixes
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"preset": "saliencymx"}, r"mix.preset: unknown value 'saliencymx' \(did you mean 'saliencymix'\?\)"),
+        ({"preset": "cutmix", "selecton": "random"},
+         r"unknown mixing key 'mix.selecton' \(did you mean 'mix.selection'"),
+        ({"preset": "cutmix", "pairing": "gredy"}, r"allowed: random, flip, roll, greedy, optimal"),
+        ({"preset": "cutmix", "prob": 1.5}, r"mix.prob: 1.5 is out of range \[0.0, 1.0\]"),
+        ({"preset": "cutmix", "prob": "high"}, r"mix.prob: expected a number, got 'high'"),
+        ({"preset": "cutmix", "lam": "beta(0,1)"}, r"mix.lam: bad lam distribution 'beta\(0,1\)'"),
+        ({"preset": "cutmix", "pairing": "greedy"}, r"mix.pairing=greedy needs a saliency detector"),
+        ({"preset": "mixup", "selection": "random"}, r"mix.selection='random' does not apply to mix.mask=blend"),
+        ({"preset": "guided_sr", "lam": "beta(1,1)"}, r"mix.lam='beta\(1,1\)' does not apply to mix.mask=pixel_ratio"),
+        ({"preset": "none", "prob": 0.5}, r"mix.preset=none does not mix"),
+        ({"preset": "saliencymix", "scope": "per_batch", "selection": "salient_to_salient"},
+         r"per_batch pastes one box"),
+        ({"preset": "guided_sr", "scope": "per_batch"}, r"per_batch applies to box and blend masks"),
+        ({"preset": "mixup", "label": "area"}, r"mix.label='area' does not apply to mix.mask=blend"),
+        ({"preset": "guided_sr", "saliency_input": "official_float"},
+         r"does not apply to mix.saliency=spectral_residual_guided"),
+        ({"preset": "grafting", "graft_grid": 0}, r"mix.graft_grid: 0 is out of range"),
+        ({"preset": "grafting", "graft_grid": 2.5}, r"mix.graft_grid: expected an integer"),
+    ],
+)
+def test_bad_configs_say_what_and_where(raw, message):
+    with pytest.raises(ValueError, match=message):
+        build_mixer(raw)
+
+
+def test_factor_values_lists_vocabulary():
+    values = factor_values()
+    assert "fine_grained" in values["saliency"] and "none" in values["saliency"]
+    assert values["selection"][0] == "salient_to_corresponding" and len(values["selection"]) == 6
+    assert set(values["mask"]) == {"box", "pixel_ratio", "blend", "graft"}

@@ -1,0 +1,282 @@
+"""Mixing factors, presets, and how a user's `mix.*` keys resolve into one `MixConfig`.
+
+A preset (`saliencymix`, `guided_sr`, ...) is a bundle of factor values; every factor can be
+overridden one by one, which is what makes cross-family factorial ablations possible. Keys are
+the factor names of MIXING.md without the `mix.` prefix.
+
+Resolution rules:
+1. start from the preset's values (no preset: field defaults; `mask` is then required);
+2. apply the user's keys on top;
+3. a preset value that does not apply to the final mask is dropped silently, a USER key that
+   does not apply raises (it would silently do nothing in a sweep);
+4. missing applicable fields get defaults; every value is checked against its registry.
+Every error is a ValueError naming the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+
+from .lam import parse_lam
+from .pairing import PAIRINGS
+from .registry import Registry, did_you_mean
+from .saliency import SALIENCY, SALIENCY_INPUTS
+from .selection import SELECTIONS
+
+MASKS = ("box", "pixel_ratio", "blend", "graft")
+LABELS = ("area", "mask_mean", "saliency_mass")
+SCOPES = ("per_sample", "per_batch")
+FACTOR_KEYS = (
+    "preset",
+    "saliency",
+    "selection",
+    "pairing",
+    "lam",
+    "mask",
+    "label",
+    "prob",
+    "scope",
+    "saliency_input",
+    "graft_grid",
+    "graft_temperature",
+    "graft_p",
+)
+GRAFT_DEFAULTS = {"graft_grid": 4, "graft_temperature": 0.5, "graft_p": 0.5}
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """A fully resolved mixing configuration; None marks a factor that does not apply."""
+
+    preset: str | None
+    mask: str | None  #: None only for preset `none` (no mixing)
+    prob: float
+    saliency: str | None = "none"
+    selection: str | None = None
+    pairing: str | None = "random"
+    lam: str | None = None
+    label: str | None = None
+    scope: str | None = "per_sample"
+    saliency_input: str | None = None
+    graft_grid: int | None = None
+    graft_temperature: float | None = None
+    graft_p: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The applicable factors (None dropped), keyed without the `mix.` prefix."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    @property
+    def mixes(self) -> bool:
+        return self.mask is not None and self.prob > 0
+
+
+PRESETS: Registry[dict[str, object]] = Registry("mixing preset")
+PRESETS.register("none", {"prob": 0.0}, help="no mixing (vanilla training)")
+PRESETS.register(
+    "mixup",
+    {"mask": "blend", "lam": "beta(1,1)", "label": "mask_mean", "pairing": "random", "prob": 1.0},
+    help="Mixup (Zhang et al. 2018): global blend, lam ~ Beta(1,1)",
+)
+PRESETS.register(
+    "cutmix",
+    {"mask": "box", "selection": "random", "lam": "beta(1,1)", "label": "area", "pairing": "random", "prob": 0.5},
+    help="CutMix (Yun et al. 2019): random box, lam corrected by the clipped area",
+)
+_SALIENCYMIX = {
+    "mask": "box",
+    "saliency": "fine_grained",
+    "saliency_input": "uint8",
+    "selection": "salient_to_corresponding",
+    "lam": "uniform(0,1)",
+    "label": "area",
+    "pairing": "random",
+    "prob": 0.5,
+}
+PRESETS.register("saliencymix", _SALIENCYMIX, help="SaliencyMix as the paper describes it (per-sample boxes)")
+PRESETS.register(
+    "saliencymix_official",
+    {**_SALIENCYMIX, "lam": "beta(1,1)", "scope": "per_batch", "saliency_input": "official_float"},
+    help="SaliencyMix as the released code runs it (one box per batch, normalised float into OpenCV)",
+)
+PRESETS.register(
+    "guided_sr",
+    {"mask": "pixel_ratio", "saliency": "spectral_residual_guided", "label": "mask_mean", "pairing": "greedy",
+     "prob": 0.5},
+    help="GuidedMixup with spectral-residual saliency (Guided-SR)",
+)
+PRESETS.register(
+    "guided_ap",
+    {"mask": "pixel_ratio", "saliency": "gradient", "label": "mask_mean", "pairing": "greedy", "prob": 0.8},
+    help="GuidedMixup with input-gradient saliency (Guided-AP)",
+)
+PRESETS.register(
+    "grafting",
+    {"mask": "graft", "saliency": "gradient", "label": "saliency_mass", "pairing": "random", "prob": 1.0,
+     **GRAFT_DEFAULTS},
+    help="Saliency Grafting (Park et al. 2022), our formulation: stochastic salient patches, calibrated labels",
+)
+
+
+def list_presets(pattern: str | None = None) -> list[str]:
+    return PRESETS.names(pattern)
+
+
+def factor_values() -> dict[str, list[str]]:
+    """The allowed string values of every categorical factor (for `mixsweep list` and errors)."""
+    return {
+        "preset": list_presets(),
+        "saliency": ["none", *SALIENCY.names()],
+        "selection": SELECTIONS.names(),
+        "pairing": PAIRINGS.names(),
+        "mask": list(MASKS),
+        "label": list(LABELS),
+        "scope": list(SCOPES),
+        "saliency_input": list(SALIENCY_INPUTS),
+        "lam": ["uniform(a,b)", "beta(a,b)", "fixed(v)"],
+    }
+
+
+def _choice(key: str, value: object, allowed: list[str] | tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        hint = did_you_mean(str(value), list(allowed))
+        raise ValueError(f"mix.{key}: unknown value {value!r}{hint}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _number(key: str, value: object, lo: float, hi: float, *, integer: bool = False, lo_open: bool = False):
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"mix.{key}: expected {kind}, got {value!r}")
+    ok = (lo < value if lo_open else lo <= value) and value <= hi
+    if not ok:
+        bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
+        raise ValueError(f"mix.{key}: {value!r} is out of range {bound}")
+    return int(value) if integer else float(value)
+
+
+def _applies(key: str, cfg: MixConfig) -> bool:
+    mask = cfg.mask
+    if key == "selection":
+        return mask == "box"
+    if key == "lam":
+        return mask in ("box", "blend")
+    if key == "label":  # `area` is the pixel share of a BINARY mask
+        return mask is not None and (cfg.label != "area" or mask in ("box", "graft"))
+    if key == "saliency_input":
+        return cfg.saliency in SALIENCY and SALIENCY.get(cfg.saliency).opencv_input
+    if key.startswith("graft_"):
+        return mask == "graft"
+    if key in ("saliency", "pairing", "scope"):
+        return mask is not None
+    return True  # preset, mask, prob
+
+
+def _defaults(cfg: MixConfig) -> MixConfig:
+    """Fill every applicable field that is still None."""
+    fill: dict[str, object] = {}
+    if cfg.mask == "box" and cfg.selection is None:
+        fill["selection"] = "random" if cfg.saliency == "none" else "salient_to_corresponding"
+    if cfg.mask in ("box", "blend") and cfg.lam is None:
+        fill["lam"] = "beta(1,1)"
+    if cfg.mask is not None and cfg.label is None:
+        fill["label"] = {"box": "area", "graft": "saliency_mass"}.get(cfg.mask, "mask_mean")
+    if _applies("saliency_input", cfg) and cfg.saliency_input is None:
+        fill["saliency_input"] = "uint8"
+    if cfg.mask == "graft":
+        fill.update({k: v for k, v in GRAFT_DEFAULTS.items() if getattr(cfg, k) is None})
+    return replace(cfg, **fill)
+
+
+def _check_combination(cfg: MixConfig) -> None:
+    if cfg.mask is None:
+        return
+    needs_saliency = []
+    if cfg.mask in ("pixel_ratio", "graft"):
+        needs_saliency.append(f"mix.mask={cfg.mask}")
+    if cfg.selection not in (None, "random"):
+        needs_saliency.append(f"mix.selection={cfg.selection}")
+    if PAIRINGS.get(cfg.pairing).needs_distance:
+        needs_saliency.append(f"mix.pairing={cfg.pairing}")
+    if cfg.label == "saliency_mass":
+        needs_saliency.append("mix.label=saliency_mass")
+    if cfg.saliency == "none" and needs_saliency:
+        raise ValueError(
+            f"{', '.join(needs_saliency)} needs a saliency detector but mix.saliency is 'none'; "
+            f"allowed: {', '.join(SALIENCY.names())}"
+        )
+    if cfg.scope == "per_batch":
+        if cfg.mask not in ("box", "blend"):
+            raise ValueError(f"mix.scope=per_batch applies to box and blend masks, not mix.mask={cfg.mask}")
+        if cfg.mask == "box" and SELECTIONS.get(cfg.selection).target != "corresponding":
+            raise ValueError(
+                f"mix.scope=per_batch pastes one box at the same place in every image, so it needs a selection "
+                f"that pastes to the corresponding location (salient_to_corresponding, random), "
+                f"not {cfg.selection}"
+            )
+
+
+def resolve_mix_config(raw: Mapping[str, object] | MixConfig | None = None) -> MixConfig:
+    """Resolve user `mix.*` keys (without prefix) into a validated, complete `MixConfig`."""
+    if isinstance(raw, MixConfig):
+        return raw
+    raw = dict(raw or {})
+    for key in raw:
+        if key not in FACTOR_KEYS:
+            raise ValueError(
+                f"unknown mixing key 'mix.{key}'{did_you_mean(f'mix.{key}', ['mix.' + k for k in FACTOR_KEYS])}; "
+                f"known: {', '.join('mix.' + k for k in FACTOR_KEYS)}"
+            )
+    preset = raw.get("preset")
+    if preset is None and "mask" not in raw:
+        preset = "none"
+    base: dict[str, object] = dict(PRESETS.get(_choice("preset", preset, list_presets()))) if preset else {}
+    if preset == "none" and len(raw) > ("preset" in raw):
+        extra = ", ".join(f"mix.{k}" for k in raw if k != "preset")
+        raise ValueError(f"mix.preset=none does not mix, so it takes no other mix.* keys (got {extra})")
+
+    user = {k: v for k, v in raw.items() if k != "preset"}
+    merged = {**base, **user}
+    if "mask" in merged and merged["mask"] is not None:
+        _choice("mask", merged["mask"], MASKS)
+    for key, allowed in (("saliency", ["none", *SALIENCY.names()]), ("selection", SELECTIONS.names()),
+                         ("pairing", PAIRINGS.names()), ("label", list(LABELS)), ("scope", list(SCOPES)),
+                         ("saliency_input", list(SALIENCY_INPUTS))):
+        if key in merged:
+            _choice(key, merged[key], allowed)
+    if "lam" in merged:
+        try:
+            merged["lam"] = str(parse_lam(merged["lam"]))
+        except ValueError as exc:
+            raise ValueError(f"mix.lam: {exc}") from None
+    if "prob" in merged:
+        merged["prob"] = _number("prob", merged["prob"], 0.0, 1.0)
+    if "graft_grid" in merged:
+        merged["graft_grid"] = _number("graft_grid", merged["graft_grid"], 1, 64, integer=True)
+    if "graft_temperature" in merged:
+        merged["graft_temperature"] = _number("graft_temperature", merged["graft_temperature"], 0.0, 1e6,
+                                              lo_open=True)
+    if "graft_p" in merged:
+        merged["graft_p"] = _number("graft_p", merged["graft_p"], 0.0, 1.0, lo_open=True)
+
+    cfg = MixConfig(preset=preset, mask=merged.get("mask"), prob=float(merged.get("prob", 1.0)))
+    cfg = replace(cfg, saliency=merged.get("saliency", "none"), pairing=merged.get("pairing", "random"),
+                  scope=merged.get("scope", "per_sample"))
+    for key in ("selection", "lam", "label", "saliency_input", "graft_grid", "graft_temperature", "graft_p"):
+        if key in merged:
+            cfg = replace(cfg, **{key: merged[key]})
+    for key in FACTOR_KEYS:
+        if key in ("preset", "mask", "prob") or _applies(key, cfg):
+            continue
+        default = MixConfig.__dataclass_fields__[key].default
+        if key in user and user[key] != default:
+            raise ValueError(
+                f"mix.{key}={user[key]!r} does not apply to "
+                + (f"mix.saliency={cfg.saliency}" if key == "saliency_input" else f"mix.mask={cfg.mask}")
+                + f" (preset {preset!r}); remove it or change the mask"
+            )
+        cfg = replace(cfg, **{key: None})
+    cfg = _defaults(cfg)
+    _check_combination(cfg)
+    return cfg

@@ -1,0 +1,92 @@
+"""OpenCV reference backends: the OpenCV saliency calls themselves, per image on the CPU.
+
+These are the baseline the batched detectors are measured against (bench/saliency.py) and the
+only way to reproduce the released SaliencyMix code, which is why they exist as factor values:
+
+* `opencv_fine_grained`, `opencv_spectral_residual` with `saliency_input: uint8` (correct):
+  [0,1] -> x255, round, uint8, RGB->BGR, then `computeSaliency`.
+* `saliency_input: official_float` reproduces the released SaliencyMix code, which passed the
+  CIFAR-NORMALISED float32 RGB tensor (HWC) straight to OpenCV. On float input OpenCV's
+  fine-grained detector reads raw bytes of the float buffer as pixel values (`gray.at<uchar>`
+  on a CV_32F image), so its argmax is an artefact of IEEE-754 bytes, not saliency. Since the
+  artefact is a property of OpenCV's memory layout, we reproduce it by calling OpenCV.
+  (Under OpenCV 4.x the released code then also computed `(map * 255).astype("uint8")` on a
+  uint8 map, which wraps modulo 256; OpenCV 5 returns a float map, where that step is harmless.
+  We return what OpenCV returns.)
+
+This module is the documented exception to "no host syncs": it copies the batch to the host.
+OpenCV is imported lazily, so the mixing core imports without it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..ops import CIFAR_MEAN, CIFAR_STD
+from .base import register
+
+_FACTORIES = {
+    "fine_grained": "StaticSaliencyFineGrained_create",
+    "spectral_residual": "StaticSaliencySpectralResidual_create",
+}
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as exc:  # pragma: no cover - opencv is a dependency
+        raise ValueError(
+            "OpenCV saliency needs opencv-contrib-python-headless (pip install opencv-contrib-python-headless)"
+        ) from exc
+    if not hasattr(cv2, "saliency"):  # pragma: no cover
+        raise ValueError("this OpenCV build has no saliency module: install opencv-contrib-python-headless")
+    return cv2
+
+
+def host_arrays(images: Tensor, saliency_input: str) -> np.ndarray:
+    """What the OpenCV call sees: (B,H,W,3) uint8 BGR, or normalised float32 RGB (official_float)."""
+    x = images.detach().float().cpu()
+    if saliency_input == "uint8":
+        u8 = torch.round(x * 255.0).to(torch.uint8)
+        return np.ascontiguousarray(u8.flip(1).permute(0, 2, 3, 1).numpy())
+    if saliency_input == "official_float":
+        mean = torch.tensor(CIFAR_MEAN)[None, :, None, None]
+        std = torch.tensor(CIFAR_STD)[None, :, None, None]
+        return np.ascontiguousarray(((x - mean) / std).permute(0, 2, 3, 1).numpy())
+    raise ValueError(f"unknown saliency_input {saliency_input!r}; known: uint8, official_float")
+
+
+def opencv_saliency(kind: str, images: Tensor, saliency_input: str = "uint8") -> Tensor:
+    """Run OpenCV's static saliency `kind` on every image; (B,H,W) float32 in [0,1] on images.device."""
+    cv2 = _cv2()
+    detector = getattr(cv2.saliency, _FACTORIES[kind])()
+    maps = []
+    for arr in host_arrays(images, saliency_input):
+        ok, m = detector.computeSaliency(arr)
+        if not ok:  # pragma: no cover - OpenCV returns False only for empty input
+            raise ValueError(f"OpenCV {kind} saliency failed on an image of shape {arr.shape}")
+        m = np.asarray(m, dtype=np.float32) / (255.0 if m.dtype == np.uint8 else 1.0)
+        maps.append(np.nan_to_num(m, nan=0.0))
+    return torch.from_numpy(np.stack(maps)).to(images.device).clamp_(0.0, 1.0)
+
+
+@register(
+    "opencv_fine_grained",
+    "OpenCV StaticSaliencyFineGrained per image on the CPU (reference and baseline)",
+    host=True,
+    opencv_input=True,
+)
+def opencv_fine_grained(images: Tensor, *, saliency_input: str = "uint8", **_: object) -> Tensor:
+    return opencv_saliency("fine_grained", images, saliency_input)
+
+
+@register(
+    "opencv_spectral_residual",
+    "OpenCV StaticSaliencySpectralResidual per image on the CPU (reference and baseline)",
+    host=True,
+    opencv_input=True,
+)
+def opencv_spectral_residual(images: Tensor, *, saliency_input: str = "uint8", **_: object) -> Tensor:
+    return opencv_saliency("spectral_residual", images, saliency_input)
