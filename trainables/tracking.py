@@ -1,0 +1,152 @@
+"""MLflow tracking of one trial, from the worker (the driver creates experiment and sweep run).
+
+Get-or-create: a trial's run is found by its sweep and `run_hash` tags (a resumed or relaunched
+trial continues its own run: exactly one run per trial), nested under the sweep run. Params are
+the full flat config, logged once. Each epoch's metrics go in ONE `log_batch` with step=epoch,
+and only for epochs the run does not have yet, so a trial that restarts from an older checkpoint
+never logs an epoch twice. Tracking must never cost training: any MLflow error is reported once
+on stderr and tracking switches off for the rest of the trial (the metrics stay in the Ray
+results and `mixsweep sync` back-fills MLflow later).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+TAG_SWEEP, TAG_ROLE, TAG_RUN_HASH, TAG_CONFIG_HASH = "mixsweep.sweep", "mixsweep.role", "mixsweep.run_hash", \
+    "mixsweep.config_hash"
+TAG_TRIAL_ID, TAG_COMMIT, TAG_NODE, TAG_NODES, TAG_ERROR = "ray.trial_id", "mixsweep.git_commit", \
+    "mixsweep.node_id", "mixsweep.node_history", "mixsweep.error"
+MAX_PARAMS_PER_BATCH, MAX_PARAM_CHARS = 100, 6000
+PROGRESS_KEY = "test/top1_err"  #: the per-epoch metric whose history says which epochs are logged
+
+
+def param_value(value: Any) -> str:
+    text = "None" if value is None else str(value)
+    return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def find_trial_run(client, experiment_id: str, sweep: str, run_hash: str):
+    """The run of (sweep, run_hash), or None."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_RUN_HASH}` = '{run_hash}'",
+        max_results=5,
+    )
+    return runs[0] if runs else None
+
+
+def open_trial_run(client, meta: Mapping[str, Any], params: Mapping[str, Any], trial_id: str = "",
+                   node_id: str = "") -> tuple[str, int]:
+    """Get-or-create the trial's run; returns (run_id, last epoch already logged)."""
+    from mlflow.entities import Param, RunStatus, RunTag
+
+    run = find_trial_run(client, meta["experiment_id"], meta["sweep"], meta["run_hash"])
+    if run is None:
+        tags = {
+            TAG_SWEEP: meta["sweep"], TAG_ROLE: "trial", TAG_RUN_HASH: meta["run_hash"],
+            TAG_CONFIG_HASH: meta["config_hash"], TAG_COMMIT: meta.get("git_commit", ""),
+            "mlflow.runName": meta.get("run_name", meta["run_hash"]),
+        }
+        if meta.get("sweep_run_id"):
+            tags["mlflow.parentRunId"] = meta["sweep_run_id"]
+        run = client.create_run(meta["experiment_id"], tags=tags, run_name=tags["mlflow.runName"])
+        run_id = run.info.run_id
+        items = [Param(k, param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+        last = 0
+    else:
+        run_id = run.info.run_id
+        history = client.get_metric_history(run_id, PROGRESS_KEY)
+        last = max((m.step for m in history), default=0)
+        client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    nodes = [n for n in (run.data.tags.get(TAG_NODES, "") if run.data else "").split(",") if n]
+    if node_id and (not nodes or nodes[-1] != node_id):
+        nodes.append(node_id)
+    tags = [RunTag(TAG_TRIAL_ID, trial_id), RunTag(TAG_NODE, node_id), RunTag(TAG_NODES, ",".join(nodes))]
+    client.log_batch(run_id, tags=[t for t in tags if t.value])
+    return run_id, last
+
+
+class TrialTracker:
+    """Logs one trial to MLflow; every method is a no-op once tracking has failed."""
+
+    def __init__(self, meta: Mapping[str, Any], params: Mapping[str, Any], *, trial_id: str = "",
+                 node_id: str = "") -> None:
+        self.meta, self.run_id, self.last_step, self.error = meta, None, 0, None
+        self.client = None
+        if not meta.get("tracking_uri"):
+            return
+        self._guard("open", self._open, params, trial_id, node_id)
+
+    def _open(self, params, trial_id, node_id) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=self.meta["tracking_uri"])
+        self.run_id, self.last_step = open_trial_run(self.client, self.meta, params, trial_id, node_id)
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None and self.error is None
+
+    def _guard(self, what: str, fn, *args) -> None:
+        if self.error is not None:
+            return
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - tracking must never fail a trial
+            self.error = f"{type(exc).__name__}: {exc}"
+            print(f"mixsweep: MLflow tracking off for run {self.meta.get('run_hash')} ({what} failed: "
+                  f"{self.error}); metrics stay in the Ray results, `mixsweep sync` back-fills them",
+                  file=sys.stderr, flush=True)
+
+    def log_epoch(self, step: int, metrics: Mapping[str, float]) -> None:
+        """Log one epoch's numeric metrics in one batch, unless this epoch is already logged."""
+        if not self.active or step <= self.last_step:
+            return
+
+        def log() -> None:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            items = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                     if isinstance(v, int | float) and not isinstance(v, bool) and k != "epoch"]
+            client = self.client
+            for i in range(0, len(items), 1000):
+                client.log_batch(self.run_id, metrics=items[i : i + 1000])
+            self.last_step = step
+
+        self._guard("log_batch", log)
+
+    def log_final(self, step: int, final: Mapping[str, float]) -> None:
+        """Log the final/* metrics at the last epoch's step (when the epoch line was back-filled)."""
+        if not self.active:
+            return
+
+        def log() -> None:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            items = [Metric(k, float(v), now, step) for k, v in final.items() if k != "epochs"]
+            self.client.log_batch(self.run_id, metrics=items)
+
+        self._guard("log_batch", log)
+
+    def log_artifacts(self, *paths: Path) -> None:
+        if self.active:
+            for path in paths:
+                if Path(path).exists():
+                    self._guard("log_artifact", self.client.log_artifact, self.run_id, str(path))
+
+    def finish(self, status: str, error: str | None = None) -> None:
+        """Mark the run FINISHED / FAILED / KILLED (with the reason as a tag when failed)."""
+        if not self.active:
+            return
+        if error:
+            self._guard("set_tag", self.client.set_tag, self.run_id, TAG_ERROR, error[:5000])
+        self._guard("set_terminated", self.client.set_terminated, self.run_id, status)

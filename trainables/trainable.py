@@ -1,0 +1,119 @@
+"""The Ray Tune trial: `run_trial(config)` wraps `train()`.
+
+`config` = {"config": <flat training config>, "meta": <sweep metadata>} (optionally wrapped as
+{"trial": {...}}, which is how the orchestrator grids over explicit trials), where meta holds the
+sweep name, run/config hashes, the trial's persistent `workdir`, the MLflow tracking URI,
+experiment id and sweep run id. Only `ray.tune.*` APIs are used inside the trial (Ray 2.60,
+Train V2: `tune.report`, `tune.get_checkpoint`, `tune.get_context`, `tune.Checkpoint`).
+
+Where a trial continues from, newest first: its persistent workdir (`<storage>/<sweep>/trials/
+<run_hash>`, which outlives driver crashes and Ray's experiment-state snapshots), then the Ray
+checkpoint Tune hands back (a lost node, or storage that is not a shared file system). The
+trial is idempotent: a finished workdir or checkpoint re-reports its final result and returns.
+A diverging trial is a result, not an infrastructure failure: it is reported, marked FAILED in
+MLflow with the reason, and returns without raising (retrying would diverge again).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .checkpoint import list_checkpoints
+from .config import validate_config
+from .tracking import TrialTracker
+from .train import TrainingDiverged, train
+
+
+def _restore_from_ray(checkpoint, workdir: Path) -> None:
+    """Copy Ray's checkpoint into the workdir unless the workdir already has a newer one."""
+    with checkpoint.as_directory() as folder:
+        folder = Path(folder)
+        theirs = list_checkpoints(folder)
+        mine = list_checkpoints(workdir / "checkpoints")
+        if theirs and (not mine or mine[-1][0] < theirs[-1][0]):
+            (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(theirs[-1][1], workdir / "checkpoints" / theirs[-1][1].name)
+        for name in ("final.json", "config.yaml"):
+            if (folder / name).exists() and not (workdir / name).exists():
+                shutil.copy2(folder / name, workdir / name)
+
+
+def _report(metrics: dict[str, Any], checkpoint_file: Path | None, workdir: Path) -> None:
+    from ray import tune
+
+    clean = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
+    if checkpoint_file is None or not checkpoint_file.exists():
+        tune.report(clean)
+        return
+    with tempfile.TemporaryDirectory(prefix="mixsweep-ckpt-") as tmp:
+        shutil.copy2(checkpoint_file, Path(tmp) / checkpoint_file.name)
+        for name in ("final.json", "config.yaml", "metrics.jsonl"):
+            if (workdir / name).exists():
+                shutil.copy2(workdir / name, Path(tmp) / name)
+        tune.report(clean, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def _backfill(tracker: TrialTracker, workdir: Path) -> None:
+    """Log epochs present in metrics.jsonl but missing from MLflow (e.g. killed between the two)."""
+    path = workdir / "metrics.jsonl"
+    if tracker.active and path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                m = json.loads(line)
+                tracker.log_epoch(int(m["epoch"]), m)
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable for one mixsweep trial."""
+    import ray
+    from ray import tune
+
+    config = config.get("trial", config)  # the orchestrator grids over whole {"config", "meta"} dicts
+    meta = dict(config.get("meta") or {})
+    cfg = validate_config(config["config"])
+    ctx = tune.get_context()
+    cpus = ctx.get_trial_resources().required_resources.get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+    trial_id = ctx.get_trial_id()
+    node_id = ray.get_runtime_context().get_node_id()
+    workdir = Path(meta["workdir"]) if meta.get("workdir") else Path.cwd() / "work"
+    workdir.mkdir(parents=True, exist_ok=True)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        _restore_from_ray(checkpoint, workdir)
+
+    tracker = TrialTracker(meta, cfg.flat(), trial_id=trial_id, node_id=node_id)
+    logged_before = tracker.last_step
+    _backfill(tracker, workdir)
+    reported = []
+
+    def on_epoch(metrics: dict[str, float], path: Path, finished: bool) -> None:
+        tracker.log_epoch(int(metrics["epoch"]), metrics)
+        if finished:
+            tracker.log_artifacts(workdir / "preview.png", workdir / "config.yaml")
+        _report({**metrics, "node_id": node_id}, path, workdir)
+        reported.append(metrics["epoch"])
+
+    try:
+        final = train(cfg, workdir=workdir, on_epoch=on_epoch)
+    except TrainingDiverged as exc:
+        tracker.finish("FAILED", str(exc))
+        _report({"diverged": 1, "error": str(exc), "epoch": exc.epoch - 1, "node_id": node_id}, None, workdir)
+        return
+    except BaseException as exc:
+        tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+    if not reported:  # already finished: re-report the final result and its checkpoint
+        last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+        if logged_before < last["epoch"]:  # MLflow has not seen the last epoch's final metrics yet
+            tracker.log_final(int(last["epoch"]), final)
+        tracker.log_artifacts(workdir / "preview.png", workdir / "config.yaml")
+        ckpts = list_checkpoints(workdir / "checkpoints")
+        _report({**last, **final, "node_id": node_id}, ckpts[-1][1] if ckpts else None, workdir)
+    tracker.finish("FINISHED")
