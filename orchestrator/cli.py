@@ -1,17 +1,111 @@
 """The `mixsweep` command line.
 
-User errors (bad spec, bad flag, missing file) print one message and exit with code 2, without
-a traceback; anything else is a bug and keeps its traceback.
+    mixsweep run SPEC [--storage DIR] [--tracking-uri URI] [--address ADDR] [--set k=v ...] [--dry-run]
+    mixsweep resume NAME | status NAME | report NAME [--out DIR] | sync NAME     [--storage DIR]
+    mixsweep validate SPEC | list | preview | ui
+
+User errors (bad spec, bad flag, missing file, unreachable tracking server) print one message and
+exit with code 2, without a traceback; anything else is a bug and keeps its traceback. A sweep
+that ran exits 0, 1 when trials failed or did not finish, 130 when it was stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import UserError
+from .storage import DEFAULT_STORAGE, resolve_storage
+
+
+def _overrides(items: list[str]) -> dict:
+    from .spec import parse_overrides
+
+    return parse_overrides(items)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    storage = Path(args.storage).expanduser().resolve() if args.dry_run else resolve_storage(args.storage, create=True)
+    if args.dry_run and storage.exists() and not storage.is_dir():
+        raise UserError(f"--storage {storage} is a file, not a directory")
+    return run_sweep(args.spec, storage=storage, tracking_uri=args.tracking_uri, address=args.address,
+                     overrides=_overrides(args.set), dry_run=args.dry_run, retry_failed=args.retry_failed)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from .sweep import resume_sweep
+
+    return resume_sweep(args.name, storage=resolve_storage(args.storage, create=False), address=args.address,
+                        retry_failed=args.retry_failed)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from .sweep import sweep_status
+
+    return sweep_status(args.name, storage=resolve_storage(args.storage, create=False))
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import report_sweep
+
+    files = report_sweep(args.name, storage=resolve_storage(args.storage, create=False), out_dir=args.out)
+    print(files["report.md"].read_text())
+    print("written and logged on the sweep run: " + ", ".join(str(p) for p in files.values()), file=sys.stderr)
+    return 0
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from .sync import sync_sweep
+
+    return sync_sweep(args.name, storage=resolve_storage(args.storage, create=False))
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from .expand import expand, is_grid
+    from .spec import load_spec
+
+    spec = load_spec(args.spec, overrides=_overrides(args.set))
+    for warning in spec.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    if is_grid(spec):
+        trials = expand(spec)
+        print(f"{spec.source}: OK - {spec.name}: {spec.num_arms()} arms x {len(spec.seeds)} seeds = {len(trials)} "
+              f"trials, metric {spec.metric} ({spec.mode})")
+    else:
+        print(f"{spec.source}: OK - {spec.name}: {spec.search.algorithm} search, {spec.search.num_trials} trials")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from trainables.data import list_datasets
+    from trainables.mixing import factor_values
+    from trainables.mixing.config import PRESETS
+    from trainables.models import list_models
+    from trainables.recipes import RECIPES
+
+    from .spec import list_specs
+
+    print("sweep specs (mixsweep run NAME):")
+    for name, description in list_specs():
+        print(f"  {name:22s} {description.splitlines()[0] if description else ''}")
+    print("\npresets (mix.preset):")
+    for name in PRESETS.names():
+        print(f"  {name:22s} {PRESETS.help(name)}")
+    print("\nfactor values:")
+    for key, values in factor_values().items():
+        if key != "preset":
+            print(f"  mix.{key:18s} {', '.join(values)}")
+    print("\nrecipes (recipe):")
+    for name in RECIPES.names():
+        print(f"  {name:22s} {RECIPES.help(name)}")
+    print(f"\ndatasets (dataset): {', '.join(list_datasets())}")
+    print(f"models (model):     {', '.join(list_models())}")
+    return 0
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
@@ -26,30 +120,73 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_list(args: argparse.Namespace) -> int:
-    from trainables.data import list_datasets
-    from trainables.mixing import factor_values
-    from trainables.mixing.config import PRESETS
-    from trainables.models import list_models
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from . import tracking
+    from .storage import load_state, sweep_paths
 
-    print("presets (mix.preset):")
-    for name in PRESETS.names():
-        print(f"  {name:22s} {PRESETS.help(name)}")
-    print("\nfactor values:")
-    for key, values in factor_values().items():
-        if key != "preset":
-            print(f"  mix.{key:16s} {', '.join(values)}")
-    print(f"\ndatasets (dataset): {', '.join(list_datasets())}")
-    print(f"models (model):     {', '.join(list_models())}")
-    return 0
+    storage = resolve_storage(args.storage, create=False)
+    uri = load_state(sweep_paths(storage, args.name))["tracking_uri"] if args.name else \
+        tracking.default_tracking_uri(storage)
+    if uri.startswith(("http://", "https://")):
+        print(f"this sweep tracks to a server: open {uri}")
+        return 0
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl+C to stop", file=sys.stderr)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mixsweep",
-        description="Ablation and hyperparameter sweeps for saliency-guided mixing augmentation.",
+        description="Ablation and hyperparameter sweeps of saliency-guided mixing augmentation on Ray Tune + MLflow.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    storage_help = f"sweep storage folder (default: ./{DEFAULT_STORAGE})"
+
+    p = sub.add_parser("run", help="run a sweep (skips trials that already finished)")
+    p.add_argument("spec", help="a spec file (.yaml) or the name of a shipped spec (mixsweep list)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<storage>/mlflow.db)")
+    p.add_argument("--address", help="Ray cluster: 'auto' or ray://host:10001 (default: a local Ray instance)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
+    p.add_argument("--dry-run", action="store_true", help="validate and list the trials, run nothing")
+    p.add_argument("--retry-failed", action="store_true", help="run trials that failed (diverged) again")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("resume", help="continue an interrupted sweep")
+    p.add_argument("name")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
+    p.add_argument("--address", help="Ray cluster to resume on (default: as launched)")
+    p.add_argument("--retry-failed", action="store_true", help="run trials that failed (diverged) again")
+    p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("status", help="the trials of a sweep and their state")
+    p.add_argument("name")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("report", help="statistics over seeds: table, figure, CSV (logged on the sweep run)")
+    p.add_argument("name")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
+    p.add_argument("--out", help="output folder (default: <storage>/<name>/report)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("sync", help="back-fill MLflow from the trials' results (after a tracking outage)")
+    p.add_argument("name")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
+    p.set_defaults(func=_cmd_sync)
+
+    p = sub.add_parser("validate", help="check a spec and count its trials")
+    p.add_argument("spec")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("list", help="specs, presets, factor values, recipes, datasets, models")
+    p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("preview", help="render what each preset does to real photos (PNG)")
     p.add_argument("--out", default="mixsweep_preview.png", help="PNG path (default: %(default)s)")
@@ -63,8 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lam for presets that draw one, or 'preset' to keep their distribution (default: %(default)s)")
     p.set_defaults(func=_cmd_preview)
 
-    p = sub.add_parser("list", help="presets, factor values, datasets and models")
-    p.set_defaults(func=_cmd_list)
+    p = sub.add_parser("ui", help="the MLflow UI on a sweep's store, bound to 127.0.0.1")
+    p.add_argument("name", nargs="?", help="a sweep (default: the storage's default store)")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s; 0.0.0.0 exposes it)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=_cmd_ui)
     return parser
 
 
@@ -83,6 +224,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
-
-
-__all__ = ["Path", "build_parser", "main"]

@@ -1,4 +1,4 @@
-"""Tests of orchestrator.report: known answers, pairing, Holm, bootstrap, degenerate inputs, files."""
+"""orchestrator.stats and orchestrator.report: known answers, pairing, Holm, bootstrap, degenerate inputs, files."""
 
 from __future__ import annotations
 
@@ -17,17 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator import report as rp
-from orchestrator.report import (
-    Report,
-    bootstrap_mean_ci,
-    holm,
-    paired_tests,
-    plot_factors,
-    render_markdown,
-    summarize,
-    summary_frame,
-    write_report,
-)
+from orchestrator.report import plot_factors, render_markdown, summary_frame, write_report
+from orchestrator.stats import Report, bootstrap_mean_ci, holm, paired_tests, summarize
 
 METRIC = "final/top1_err"
 SELECTION = ["max_saliency", "random_patch", "same_as_ref"]
@@ -416,7 +407,8 @@ def test_plot_uses_no_pyplot_and_handles_empty_panels(tmp_path):
         import sys
         import pandas as pd
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        from orchestrator.report import summarize, plot_factors
+        from orchestrator.report import plot_factors
+        from orchestrator.stats import summarize
         df = pd.DataFrame({{"run_hash": ["a", "b"], "seed": [0, 0], "status": ["FINISHED", "FAILED"],
                            "mix.selection": ["x" * 20, "y"], "m": [1.0, float("nan")]}})
         rep = summarize(df, {{"mix.selection": ["x" * 20, "y", "z"]}}, "m", n_boot=10)

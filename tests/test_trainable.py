@@ -32,7 +32,7 @@ def test_run_trial_under_local_ray(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
-    exp = client.create_experiment("t")
+    exp = client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
     parent = client.create_run(exp, tags={"mixsweep.role": "sweep"}).info.run_id
     trials = []
     for i, preset in enumerate(["cutmix", "mixup"]):

@@ -203,3 +203,26 @@ def validate_config(raw: Mapping[str, Any] | TrainConfig) -> TrainConfig:
     allowed = None if allowed_model_opts is None else list(allowed_model_opts)
     _check_options("model", "model", cfg.model, cfg.model_opts, allowed)
     return cfg
+
+
+#: execution details that do not change what a trial computes, left out of its identity
+NOT_IDENTITY = ("device", "workers")
+
+
+def trial_hashes(cfg: TrainConfig) -> tuple[str, str]:
+    """(config_hash, run_hash): 12 hex digits of the resolved config without / with the seed.
+
+    Computed over `cfg.flat()`, the RESOLVED config (so spellings that normalise to the same value,
+    `uniform(0,1)` vs `uniform(0.0, 1.0)`, hash the same; `mix.preset` is part of it, so a preset
+    and its factors spelled out by hand do not), minus execution details (`device`, `workers`).
+    """
+    import hashlib
+    import json
+
+    flat = {k: v for k, v in cfg.flat().items() if k not in NOT_IDENTITY}
+    seed = flat.pop("seed")
+
+    def digest(obj: object) -> str:
+        return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    return digest(flat), digest({**flat, "seed": seed})

@@ -21,6 +21,7 @@ TAG_SWEEP, TAG_ROLE, TAG_RUN_HASH, TAG_CONFIG_HASH = "mixsweep.sweep", "mixsweep
     "mixsweep.config_hash"
 TAG_TRIAL_ID, TAG_COMMIT, TAG_NODE, TAG_NODES, TAG_ERROR = "ray.trial_id", "mixsweep.git_commit", \
     "mixsweep.node_id", "mixsweep.node_history", "mixsweep.error"
+TAG_DEVICE = "mixsweep.device"
 MAX_PARAMS_PER_BATCH, MAX_PARAM_CHARS = 100, 6000
 PROGRESS_KEY = "test/top1_err"  #: the per-epoch metric whose history says which epochs are logged
 
@@ -41,7 +42,7 @@ def find_trial_run(client, experiment_id: str, sweep: str, run_hash: str):
 
 
 def open_trial_run(client, meta: Mapping[str, Any], params: Mapping[str, Any], trial_id: str = "",
-                   node_id: str = "") -> tuple[str, int]:
+                   node_id: str = "", device: str = "") -> tuple[str, int]:
     """Get-or-create the trial's run; returns (run_id, last epoch already logged)."""
     from mlflow.entities import Param, RunStatus, RunTag
 
@@ -68,7 +69,8 @@ def open_trial_run(client, meta: Mapping[str, Any], params: Mapping[str, Any], t
     nodes = [n for n in (run.data.tags.get(TAG_NODES, "") if run.data else "").split(",") if n]
     if node_id and (not nodes or nodes[-1] != node_id):
         nodes.append(node_id)
-    tags = [RunTag(TAG_TRIAL_ID, trial_id), RunTag(TAG_NODE, node_id), RunTag(TAG_NODES, ",".join(nodes))]
+    tags = [RunTag(TAG_TRIAL_ID, trial_id), RunTag(TAG_NODE, node_id), RunTag(TAG_NODES, ",".join(nodes)),
+            RunTag(TAG_DEVICE, device)]
     client.log_batch(run_id, tags=[t for t in tags if t.value])
     return run_id, last
 
@@ -77,18 +79,18 @@ class TrialTracker:
     """Logs one trial to MLflow; every method is a no-op once tracking has failed."""
 
     def __init__(self, meta: Mapping[str, Any], params: Mapping[str, Any], *, trial_id: str = "",
-                 node_id: str = "") -> None:
+                 node_id: str = "", device: str = "") -> None:
         self.meta, self.run_id, self.last_step, self.error = meta, None, 0, None
         self.client = None
         if not meta.get("tracking_uri"):
             return
-        self._guard("open", self._open, params, trial_id, node_id)
+        self._guard("open", self._open, params, trial_id, node_id, device)
 
-    def _open(self, params, trial_id, node_id) -> None:
+    def _open(self, params, trial_id, node_id, device) -> None:
         from mlflow.tracking import MlflowClient
 
         self.client = MlflowClient(tracking_uri=self.meta["tracking_uri"])
-        self.run_id, self.last_step = open_trial_run(self.client, self.meta, params, trial_id, node_id)
+        self.run_id, self.last_step = open_trial_run(self.client, self.meta, params, trial_id, node_id, device)
 
     @property
     def active(self) -> bool:

@@ -24,10 +24,12 @@ from typing import Any
 
 import torch
 
-from .checkpoint import list_checkpoints
-from .config import validate_config
+from .checkpoint import atomic_write_text, list_checkpoints
+from .config import trial_hashes, validate_config
 from .tracking import TrialTracker
-from .train import TrainingDiverged, train
+from .train import TrainingDiverged, pick_device, train
+
+FAILED_MARKER = "failed.json"  #: written into the workdir when a trial diverges
 
 
 def _restore_from_ray(checkpoint, workdir: Path) -> None:
@@ -82,13 +84,18 @@ def run_trial(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     trial_id = ctx.get_trial_id()
     node_id = ray.get_runtime_context().get_node_id()
+    if "run_hash" not in meta:  # sampled by a search algorithm: identity known only now
+        meta["config_hash"], meta["run_hash"] = trial_hashes(cfg)
+        meta.setdefault("run_name", f"trial-{meta['run_hash'][:8]}")
+        if meta.get("trials_dir"):
+            meta["workdir"] = str(Path(meta["trials_dir"]) / meta["run_hash"])
     workdir = Path(meta["workdir"]) if meta.get("workdir") else Path.cwd() / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         _restore_from_ray(checkpoint, workdir)
 
-    tracker = TrialTracker(meta, cfg.flat(), trial_id=trial_id, node_id=node_id)
+    tracker = TrialTracker(meta, cfg.flat(), trial_id=trial_id, node_id=node_id, device=pick_device(cfg.device).type)
     logged_before = tracker.last_step
     _backfill(tracker, workdir)
     reported = []
@@ -97,14 +104,16 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.log_epoch(int(metrics["epoch"]), metrics)
         if finished:
             tracker.log_artifacts(workdir / "preview.png", workdir / "config.yaml")
-        _report({**metrics, "node_id": node_id}, path, workdir)
+        _report({**metrics, "node_id": node_id, "run_hash": meta["run_hash"]}, path, workdir)
         reported.append(metrics["epoch"])
 
     try:
         final = train(cfg, workdir=workdir, on_epoch=on_epoch)
     except TrainingDiverged as exc:
+        atomic_write_text(workdir / FAILED_MARKER, json.dumps({"error": str(exc), "epoch": exc.epoch}) + "\n")
         tracker.finish("FAILED", str(exc))
-        _report({"diverged": 1, "error": str(exc), "epoch": exc.epoch - 1, "node_id": node_id}, None, workdir)
+        _report({"diverged": 1, "error": str(exc), "epoch": exc.epoch - 1, "node_id": node_id,
+                 "run_hash": meta["run_hash"]}, None, workdir)
         return
     except BaseException as exc:
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
@@ -115,5 +124,6 @@ def run_trial(config: dict[str, Any]) -> None:
             tracker.log_final(int(last["epoch"]), final)
         tracker.log_artifacts(workdir / "preview.png", workdir / "config.yaml")
         ckpts = list_checkpoints(workdir / "checkpoints")
-        _report({**last, **final, "node_id": node_id}, ckpts[-1][1] if ckpts else None, workdir)
+        _report({**last, **final, "node_id": node_id, "run_hash": meta["run_hash"]}, ckpts[-1][1] if ckpts else None,
+                workdir)
     tracker.finish("FINISHED")

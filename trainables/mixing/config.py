@@ -15,6 +15,7 @@ Every error is a ValueError naming the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
@@ -146,6 +147,9 @@ def _choice(key: str, value: object, allowed: list[str] | tuple[str, ...]) -> st
 
 
 def _number(key: str, value: object, lo: float, hi: float, *, integer: bool = False, lo_open: bool = False):
+    if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
+        with contextlib.suppress(ValueError):
+            value = int(value) if integer and value.strip().lstrip("+-").isdigit() else float(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
         raise ValueError(f"mix.{key}: expected {kind}, got {value!r}")

@@ -1,0 +1,237 @@
+"""Launch a sweep on Ray Tune: connect, build the Tuner, run, and settle the books afterwards.
+
+Each launch is a fresh Tune experiment over the trials that have not ended yet (a grid is an
+explicit list of trials, see `expand`): `run` launches what is missing, so a grid can be
+extended, and `resume` launches the rest after a crash or a stop. Nothing is lost or redone
+because every trial continues from its own workdir (see `trainables.trainable`). Optuna sweeps
+restore Tune's own experiment instead, so that the sampler keeps its history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+from .storage import SweepPaths
+
+PER_EPOCH = {"final/top1_err": "test/top1_err", "best/top1_err": "test/top1_err", "final/top5_err": "test/top5_err"}
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What one launch runs and where it reports."""
+
+    spec: Any
+    paths: SweepPaths
+    trials: list  #: the Trial objects to run (grid); empty for a search algorithm
+    meta: dict[str, Any]  #: sweep-wide metadata every trial gets (tracking, sweep run, ...)
+    address: str | None
+    launch_name: str
+    restore: bool = False  #: restore the Tune experiment `launch_name` (search algorithms)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def check_no_live_driver(paths: SweepPaths) -> dict[str, Any] | None:
+    """The previous driver's record, after making sure it is gone (a live one is a user error)."""
+    if not paths.driver.exists():
+        return None
+    try:
+        record = json.loads(paths.driver.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("pid") and record.get("pid") != os.getpid() and _alive(int(record["pid"])):
+        raise UserError(f"sweep {paths.name!r} is being run by process {record['pid']} "
+                        f"(started {record.get('started', '?')}); stop it first (Ctrl+C / kill -TERM {record['pid']})")
+    return record
+
+
+def leftover_ray_processes(record: Mapping[str, Any] | None) -> list:
+    """Processes of the local Ray instance a dead driver started (raylet, GCS, workers)."""
+    import psutil
+
+    session = (record or {}).get("ray_session_dir")
+    if not session or (record or {}).get("address"):
+        return []
+    marker = Path(session).name
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid != os.getpid() and any(marker in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def stop_processes(procs: list, timeout: float = 10.0) -> int:
+    import psutil
+
+    for proc in procs:
+        with suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        with suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+    return len(procs)
+
+
+@contextmanager
+def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
+    """Connect to Ray (an embedded local instance by default) and record it in driver.json."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(include_dashboard=False, log_to_driver=True)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
+    record = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "address": address or "",
+              "ray_session_dir": _session_dir()}
+    from trainables.checkpoint import atomic_write_text
+
+    atomic_write_text(paths.driver, json.dumps(record, indent=1) + "\n")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        paths.driver.unlink(missing_ok=True)
+
+
+def _session_dir() -> str:
+    try:
+        from ray._private.worker import global_worker
+
+        return str(global_worker.node.get_session_dir_path())
+    except Exception:  # noqa: BLE001 - only used to find leftovers later
+        return ""
+
+
+@contextmanager
+def sigterm_as_sigint() -> Iterator[None]:
+    """Tune stops gracefully on SIGINT; make SIGTERM (schedulers, `kill`) do the same."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def forward(signum, frame):
+        os.kill(os.getpid(), signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _scheduler(spec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if spec.scheduler != "asha":
+        return FIFOScheduler()
+    asha = getattr(spec, "asha", None)
+    kwargs = {} if asha is None else {k: v for k, v in asha.model_dump().items() if v is not None}
+    epochs = int(spec.base_config(resolved=True)["epochs"])
+    return ASHAScheduler(time_attr="epoch", metric=PER_EPOCH.get(spec.metric, spec.metric), mode=spec.mode,
+                         max_t=epochs, **kwargs)
+
+
+def _search(spec, meta: dict[str, Any]):
+    """(param_space, search_alg, num_samples) for a search-algorithm spec."""
+    from optuna.samplers import TPESampler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = {key: dist.to_tune() for key, dist in spec.search.space.items()}
+    config = {**spec.base_config(), **space, "seed": spec.seeds[0]}
+    alg = OptunaSearch(metric=spec.metric, mode=spec.mode, sampler=TPESampler(seed=spec.seeds[0]))
+    limit = spec.search.max_concurrent or max(1, int(os.cpu_count() or 1))
+    return {"trial": {"config": config, "meta": meta}}, ConcurrencyLimiter(alg, max_concurrent=limit), \
+        spec.search.num_trials
+
+
+def build_tuner(plan: LaunchPlan, progress):
+    from ray import tune
+
+    from trainables.trainable import run_trial
+
+    spec = plan.spec
+    trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    if plan.restore:
+        return tune.Tuner.restore(str(plan.paths.ray / plan.launch_name), trainable=trainable,
+                                  resume_unfinished=True, resume_errored=True)
+    run_config = tune.RunConfig(
+        name=plan.launch_name, storage_path=str(plan.paths.ray), verbose=0, callbacks=[progress],
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+    )
+    if plan.trials:
+        items = [{"config": t.config, "meta": {**plan.meta, "run_hash": t.run_hash, "config_hash": t.config_hash,
+                                               "run_name": t.name, "workdir": str(plan.paths.workdir(t.run_hash))}}
+                 for t in plan.trials]
+        param_space, search_alg, samples = {"trial": tune.grid_search(items)}, None, 1
+    else:
+        param_space, search_alg, samples = _search(spec, plan.meta)
+    tune_config = tune.TuneConfig(
+        scheduler=_scheduler(spec), search_alg=search_alg, num_samples=samples, reuse_actors=True,
+        trial_dirname_creator=lambda trial: trial.trial_id,
+    )
+    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+
+def run_plan(plan: LaunchPlan, progress) -> bool:
+    """Run one launch; returns True when it ran to the end, False when it was stopped (SIGINT/SIGTERM)."""
+    with ray_connection(plan.address, plan.paths), sigterm_as_sigint():
+        results = build_tuner(plan, progress).fit()
+    if results.num_errors:
+        print(f"[mixsweep] {results.num_errors} trial(s) ended with an error after retries", file=sys.stderr)
+    unfinished = [r for r in progress.rows.values() if r.status in ("PENDING", "RUNNING")]
+    return not unfinished and len(progress.rows) >= len(plan.trials)
+
+
+def trial_meta(spec, paths: SweepPaths, tracking_uri: str, experiment_id: str, sweep_run_id: str,
+               commit: str) -> dict[str, Any]:
+    return {"sweep": spec.name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
+            "sweep_run_id": sweep_run_id, "git_commit": commit, "trials_dir": str(paths.trials)}
+
+
+def trial_state(workdir: Path) -> str:
+    """finished | failed | partial | new, from the trial's workdir."""
+    if (workdir / "final.json").exists():
+        return "finished"
+    if (workdir / "failed.json").exists():
+        return "failed"
+    if (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").glob("epoch_*.pt")):
+        return "partial"
+    return "new"
+
+
+def epochs_done(workdir: Path) -> int:
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines() if line.strip())
+
+
+__all__ = ["LaunchPlan", "Path", "build_tuner", "check_no_live_driver", "epochs_done", "leftover_ray_processes",
+           "run_plan", "stop_processes", "trial_meta", "trial_state"]

@@ -1,0 +1,103 @@
+"""Live progress of a sweep: a compact trial table while it runs, one line per finished trial.
+
+A Ray Tune `Callback` in the driver. The table is printed when a trial starts or ends and at
+most every `interval` seconds otherwise, so logs of long sweeps stay readable.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+
+@dataclass
+class Row:
+    name: str
+    run_hash: str = ""
+    status: str = "PENDING"
+    epoch: int = 0
+    epochs: int = 0
+    current: float | None = None  #: last test/top1_err
+    final: float | None = None  #: the sweep metric when the trial finished
+    error: str = ""
+    node: str = ""
+
+
+@dataclass
+class Progress(Callback):
+    """Tracks trial states for the summary and prints the table."""
+
+    metric: str
+    names: dict[str, str] = field(default_factory=dict)  #: run_hash -> display name
+    epochs: dict[str, int] = field(default_factory=dict)  #: run_hash -> epochs
+    interval: float = 20.0
+    out: TextIO = sys.stderr
+    rows: dict[str, Row] = field(default_factory=dict)  #: trial_id -> row
+    _last_print: float = 0.0
+
+    def _row(self, trial) -> Row:
+        if trial.trial_id not in self.rows:
+            meta = (trial.config.get("trial") or {}).get("meta") or {}
+            key = meta.get("run_hash", trial.trial_id)
+            self.rows[trial.trial_id] = Row(self.names.get(key, meta.get("run_name", trial.trial_id)), key,
+                                            epochs=self.epochs.get(key, 0))
+        return self.rows[trial.trial_id]
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._row(trial).status = "RUNNING"
+        self.render(force=True)
+
+    def on_trial_restore(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        self._row(trial).status = "RUNNING"
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
+        row = self._row(trial)
+        row.status = "RUNNING"
+        row.epoch = int(result.get("epoch", row.epoch) or 0)
+        if "test/top1_err" in result:
+            row.current = float(result["test/top1_err"])
+        if self.metric in result:
+            row.final = float(result[self.metric])
+        if result.get("error"):
+            row.error = str(result["error"])
+        row.node = str(result.get("node_id", ""))[:8]
+        self.render()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        row = self._row(trial)
+        row.status = "FAILED" if row.error else "FINISHED"
+        what = f"{self.metric} {row.final:.2f}" if row.final is not None else row.error
+        print(f"[mixsweep] {row.status.lower()}: {row.name}  ({what})", file=self.out, flush=True)
+        self.render(force=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
+        row = self._row(trial)
+        row.status = "ERROR"
+        row.error = str(getattr(trial, "error_file", "") or "trial raised; see the Ray log")
+        print(f"[mixsweep] error: {row.name} (after retries; see {row.error})", file=self.out, flush=True)
+        self.render(force=True)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for row in self.rows.values():
+            out[row.status] = out.get(row.status, 0) + 1
+        return out
+
+    def render(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_print < self.interval:
+            return
+        self._last_print = now
+        counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.counts().items()))
+        lines = [f"[mixsweep] {len(self.rows)} trials started: {counts}",
+                 f"  {'trial':40s} {'status':9s} {'epoch':>7s} {'test err':>9s} {self.metric:>16s}  node"]
+        for row in sorted(self.rows.values(), key=lambda r: r.name):
+            epoch = f"{row.epoch}/{row.epochs}" if row.epochs else str(row.epoch)
+            cur = f"{row.current:.2f}" if row.current is not None else "-"
+            fin = f"{row.final:.2f}" if row.final is not None else "-"
+            lines.append(f"  {row.name[:40]:40s} {row.status:9s} {epoch:>7s} {cur:>9s} {fin:>16s}  {row.node}")
+        print("\n".join(lines), file=self.out, flush=True)

@@ -1,0 +1,147 @@
+"""MLflow from the driver: tracking URI, experiment, the sweep run, and reading trial runs back.
+
+The driver creates the experiment (and with it a new sqlite schema) once, before any trial
+starts: several processes creating a new sqlite database at once corrupt it. Workers only log
+into an existing experiment (`trainables.tracking`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from trainables.tracking import TAG_ERROR, TAG_ROLE, TAG_RUN_HASH, TAG_SWEEP, param_value
+
+from .errors import UserError
+
+TAG_SPEC_HASH = "mixsweep.spec_hash"
+
+
+def default_tracking_uri(storage: Path) -> str:
+    return f"sqlite:///{(storage / 'mlflow.db').resolve()}"
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any trial starts, when the tracking store cannot be reached."""
+    if uri.startswith(("http://", "https://")):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user-given tracking server
+                if resp.status != 200:
+                    raise UserError(f"MLflow tracking server {uri} answered {resp.status} on /health")
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise UserError(f"cannot reach the MLflow tracking server at {uri} ({reason}); start it (mlflow "
+                            f"server --host 127.0.0.1 --port PORT ...) or pass another --tracking-uri") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise UserError(f"tracking URI {uri}: folder {folder} does not exist")
+    elif uri.startswith("sqlite:"):
+        raise UserError(f"tracking URI {uri}: sqlite URIs must be absolute (sqlite:////abs/path/mlflow.db)")
+
+
+def client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(mlflow_client, name: str, artifact_root: Path | None) -> str:
+    """The experiment's id, created if missing (local stores keep artifacts under `artifact_root`)."""
+    exp = mlflow_client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            raise UserError(f"MLflow experiment {name!r} is deleted; restore it or use another `experiment:`")
+        return exp.experiment_id
+    location = (artifact_root / name).resolve().as_uri() if artifact_root is not None else None
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def find_sweep_run(mlflow_client, experiment_id: str, sweep: str):
+    runs = mlflow_client.search_runs(
+        [experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_ROLE}` = 'sweep'",
+        max_results=1, order_by=["attributes.start_time ASC"])
+    return runs[0] if runs else None
+
+
+def ensure_sweep_run(mlflow_client, experiment_id: str, spec, spec_hash: str, params: Mapping[str, Any]) -> str:
+    """Get-or-create the sweep's parent run; params and the spec artifact are logged once per spec version."""
+    from mlflow.entities import Param, RunStatus
+
+    run = find_sweep_run(mlflow_client, experiment_id, spec.name)
+    if run is None:
+        tags = {TAG_SWEEP: spec.name, TAG_ROLE: "sweep", TAG_SPEC_HASH: spec_hash, "mlflow.runName": spec.name}
+        if spec.description:
+            tags["mlflow.note.content"] = spec.description
+        run = mlflow_client.create_run(experiment_id, tags=tags, run_name=spec.name)
+        run_id = run.info.run_id
+        items = [Param(k, param_value(v)) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            mlflow_client.log_batch(run_id, params=items[i : i + 100])
+        mlflow_client.log_text(run_id, spec.text, "spec.yaml")
+        return run_id
+    run_id = run.info.run_id
+    if run.data.tags.get(TAG_SPEC_HASH) != spec_hash:  # an extended or edited spec: keep every version
+        mlflow_client.log_text(run_id, spec.text, f"spec-{spec_hash}.yaml")
+        mlflow_client.set_tag(run_id, TAG_SPEC_HASH, spec_hash)
+    mlflow_client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+    return run_id
+
+
+def trial_runs(mlflow_client, experiment_id: str, sweep: str) -> list:
+    """Every trial run of the sweep (all pages)."""
+    out, token = [], None
+    while True:
+        page = mlflow_client.search_runs(
+            [experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_ROLE}` = 'trial'",
+            max_results=1000, page_token=token)
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def finished_hashes(runs: Iterable) -> set[str]:
+    return {r.data.tags.get(TAG_RUN_HASH) for r in runs if r.info.status == "FINISHED"} - {None}
+
+
+def mark_unfinished(mlflow_client, runs: Iterable, status: str, reason: str) -> int:
+    """Set every RUNNING trial run to `status` (KILLED after a stop); returns how many."""
+    n = 0
+    for run in runs:
+        if run.info.status == "RUNNING":
+            mlflow_client.set_tag(run.info.run_id, TAG_ERROR, reason)
+            mlflow_client.set_terminated(run.info.run_id, status)
+            n += 1
+    return n
+
+
+def runs_frame(runs: Iterable, factors: Iterable[str]):
+    """One row per trial run: hashes, seed, status, error, factor params, all metrics, device."""
+    import pandas as pd
+
+    rows = []
+    for run in runs:
+        tags, params = run.data.tags, run.data.params
+        row = {"run_hash": tags.get(TAG_RUN_HASH), "config_hash": tags.get("mixsweep.config_hash"),
+               "name": tags.get("mlflow.runName"), "seed": int(params.get("seed", 0)), "status": run.info.status,
+               "error": tags.get(TAG_ERROR, ""), "device": tags.get("mixsweep.device", ""),
+               "node_id": tags.get("mixsweep.node_id", ""), "run_id": run.info.run_id}
+        for factor in factors:
+            row[factor] = params.get(factor)
+        row.update(run.data.metrics)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

@@ -1,0 +1,31 @@
+"""Datasets and loaders for the trainables.
+
+`build_dataset(name, **options)` (options: the `data.*` config keys without the prefix) returns a
+`DatasetBundle`; `make_loader(bundle.train, batch_size, train=True, generator=g, device=d)` yields
+float images in [0, 1] and int64 labels on `d`, with order and augmentation drawn only from `g`.
+"""
+
+from . import cifar, folder, synthetic  # noqa: F401  (register the datasets)
+from .base import (
+    DATASETS,
+    DatasetBundle,
+    DatasetNotFoundError,
+    Loader,
+    Split,
+    build_dataset,
+    dataset_options,
+    list_datasets,
+    make_loader,
+)
+
+__all__ = [
+    "DATASETS",
+    "DatasetBundle",
+    "DatasetNotFoundError",
+    "Loader",
+    "Split",
+    "build_dataset",
+    "dataset_options",
+    "list_datasets",
+    "make_loader",
+]
