@@ -284,7 +284,7 @@ def test_overrides_set_base_keys_and_spec_fields():
     assert spec.factor_levels() == {"mix.preset": ["none", "cutmix"]}
     assert spec.overrides == {"epochs": 1, "optim.lr": 0.2, "seeds": 3, "resources.gpu": 0.5,
                               "factors.mix.preset": ["none", "cutmix"]}
-    assert "epochs: 4" in spec.text  # the raw file, as shipped
+    assert "epochs: 8" in spec.text  # the raw file, as shipped
     assert "epochs: 1" in spec.to_yaml()  # the effective spec
 
 

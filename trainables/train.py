@@ -145,7 +145,8 @@ class _Trial:
                 events.append(ev)
             else:
                 mix_s += time.perf_counter() - t0
-            if out.info.applied and not (self.workdir / "preview.png").exists():
+            shows = out.info.applied or not self.mixer.config.mixes  # `none`: the first batch as it is
+            if shows and not (self.workdir / "preview.png").exists():
                 self.render_preview(images, out)
             with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
                 logits = self.model(out.images)
@@ -176,7 +177,8 @@ class _Trial:
         names = self.data.class_names or tuple(str(i) for i in range(self.data.num_classes))
         idx = list(range(min(6, images.shape[0])))
         rows = rows_from_output(images, out, names, idx, [f"sample {i}" for i in idx])
-        title = f"{self.cfg.mix.preset or 'custom'}: first mixed batch of epoch {self.epoch + 1}"
+        what = "first mixed batch" if out.info.applied else "first batch (no mixing)"
+        title = f"{self.cfg.mix.preset or 'custom'}: {what} of epoch {self.epoch + 1}"
         render_rows(rows, self.workdir / "preview.png", title=title)
 
     def finish(self, metrics: dict[str, float]) -> dict[str, float]:
