@@ -15,7 +15,6 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from .errors import UserError
 from .storage import DEFAULT_STORAGE, resolve_storage
@@ -30,9 +29,7 @@ def _overrides(items: list[str]) -> dict:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .sweep import run_sweep
 
-    storage = Path(args.storage).expanduser().resolve() if args.dry_run else resolve_storage(args.storage, create=True)
-    if args.dry_run and storage.exists() and not storage.is_dir():
-        raise UserError(f"--storage {storage} is a file, not a directory")
+    storage = resolve_storage(args.storage, create=True)
     return run_sweep(args.spec, storage=storage, tracking_uri=args.tracking_uri, address=args.address,
                      overrides=_overrides(args.set), dry_run=args.dry_run, retry_failed=args.retry_failed)
 

@@ -63,18 +63,42 @@ def check_no_live_driver(paths: SweepPaths) -> dict[str, Any] | None:
     return record
 
 
-def leftover_ray_processes(record: Mapping[str, Any] | None) -> list:
-    """Processes of the local Ray instance a dead driver started (raylet, GCS, workers)."""
+def ray_children() -> list[dict[str, float]]:
+    """This driver's child processes (the local Ray instance: GCS, raylet, agents, workers)."""
     import psutil
 
-    session = (record or {}).get("ray_session_dir")
-    if not session or (record or {}).get("address"):
-        return []
-    marker = Path(session).name
-    found = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
+    out = []
+    for child in psutil.Process().children(recursive=True):
         try:
-            if proc.pid != os.getpid() and any(marker in part for part in proc.info["cmdline"] or []):
+            out.append({"pid": child.pid, "created": child.create_time()})
+        except psutil.Error:
+            continue
+    return out
+
+
+def record_driver(paths: SweepPaths, address: str | None) -> None:
+    """Write driver.json: this process and its Ray processes, to find leftovers after a crash."""
+    from trainables.checkpoint import atomic_write_text
+
+    record = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "address": address or "",
+              "ray_session_dir": _session_dir(), "children": [] if address else ray_children()}
+    atomic_write_text(paths.driver, json.dumps(record, indent=1) + "\n")
+
+
+def leftover_ray_processes(record: Mapping[str, Any] | None) -> list:
+    """Processes a dead driver's local Ray instance left behind (orphaned agents, workers).
+
+    Ray fate-shares GCS, raylet and workers with the driver, but its dashboard and runtime-env
+    agents can outlive a SIGKILL. They are matched by pid AND start time, so a recycled pid is
+    never taken for a leftover.
+    """
+    import psutil
+
+    found = []
+    for child in (record or {}).get("children", []):
+        try:
+            proc = psutil.Process(int(child["pid"]))
+            if abs(proc.create_time() - float(child["created"])) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc)
         except psutil.Error:
             continue
@@ -108,11 +132,7 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
             ray.init(include_dashboard=False, log_to_driver=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
-    record = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "address": address or "",
-              "ray_session_dir": _session_dir()}
-    from trainables.checkpoint import atomic_write_text
-
-    atomic_write_text(paths.driver, json.dumps(record, indent=1) + "\n")
+    record_driver(paths, address)
     try:
         yield
     finally:
@@ -234,4 +254,4 @@ def epochs_done(workdir: Path) -> int:
 
 
 __all__ = ["LaunchPlan", "Path", "build_tuner", "check_no_live_driver", "epochs_done", "leftover_ray_processes",
-           "run_plan", "stop_processes", "trial_meta", "trial_state"]
+           "record_driver", "run_plan", "stop_processes", "trial_meta", "trial_state"]

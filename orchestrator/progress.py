@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -35,7 +36,8 @@ class Progress(Callback):
     names: dict[str, str] = field(default_factory=dict)  #: run_hash -> display name
     epochs: dict[str, int] = field(default_factory=dict)  #: run_hash -> epochs
     interval: float = 20.0
-    out: TextIO = sys.stderr
+    out: TextIO | None = None  #: default: sys.stderr at print time
+    on_start: Callable[[], None] | None = None  #: called when a trial starts (the driver refreshes driver.json)
     rows: dict[str, Row] = field(default_factory=dict)  #: trial_id -> row
     _last_print: float = 0.0
 
@@ -49,6 +51,8 @@ class Progress(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._row(trial).status = "RUNNING"
+        if self.on_start is not None:
+            self.on_start()
         self.render(force=True)
 
     def on_trial_restore(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -71,14 +75,14 @@ class Progress(Callback):
         row = self._row(trial)
         row.status = "FAILED" if row.error else "FINISHED"
         what = f"{self.metric} {row.final:.2f}" if row.final is not None else row.error
-        print(f"[mixsweep] {row.status.lower()}: {row.name}  ({what})", file=self.out, flush=True)
+        print(f"[mixsweep] {row.status.lower()}: {row.name}  ({what})", file=self.out or sys.stderr, flush=True)
         self.render(force=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         row = self._row(trial)
         row.status = "ERROR"
         row.error = str(getattr(trial, "error_file", "") or "trial raised; see the Ray log")
-        print(f"[mixsweep] error: {row.name} (after retries; see {row.error})", file=self.out, flush=True)
+        print(f"[mixsweep] error: {row.name} (after retries; see {row.error})", file=self.out or sys.stderr, flush=True)
         self.render(force=True)
 
     def counts(self) -> dict[str, int]:
@@ -100,4 +104,4 @@ class Progress(Callback):
             cur = f"{row.current:.2f}" if row.current is not None else "-"
             fin = f"{row.final:.2f}" if row.final is not None else "-"
             lines.append(f"  {row.name[:40]:40s} {row.status:9s} {epoch:>7s} {cur:>9s} {fin:>16s}  {row.node}")
-        print("\n".join(lines), file=self.out, flush=True)
+        print("\n".join(lines), file=self.out or sys.stderr, flush=True)

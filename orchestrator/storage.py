@@ -67,17 +67,21 @@ class SweepPaths:
 
 
 def resolve_storage(arg: str | os.PathLike | None, *, create: bool) -> Path:
-    """The storage folder, absolute; it must be a writable directory (created when `create`)."""
+    """The storage folder, absolute. `create`: it must exist as a writable directory or be creatable
+    (it is NOT created here: `mixsweep run` creates it only after its fail-fast checks); otherwise
+    it must exist and be readable."""
     path = Path(arg if arg is not None else DEFAULT_STORAGE).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise UserError(f"--storage {path} is a file, not a directory")
     if not path.exists():
         if not create:
             raise UserError(f"--storage {path} does not exist")
-        try:
-            path.mkdir(parents=True)
-        except OSError as exc:
-            raise UserError(f"--storage {path} cannot be created: {exc.strerror}") from None
+        ancestor = next(p for p in path.parents if p.exists())
+        if not ancestor.is_dir():
+            raise UserError(f"--storage {path} cannot be created: {ancestor} is a file")
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise UserError(f"--storage {path} cannot be created: {ancestor} is not writable")
+        return path
     if create:
         try:
             with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):

@@ -9,6 +9,7 @@ or a stop launches only what is left.
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from .launch import (
     check_no_live_driver,
     epochs_done,
     leftover_ray_processes,
+    record_driver,
     run_plan,
     stop_processes,
     trial_meta,
@@ -94,11 +96,20 @@ def _cleanup_leftovers(paths: SweepPaths, out: TextIO) -> None:
     print(f"[mixsweep] the previous driver (pid {record.get('pid')}, started {record.get('started')}) is gone",
           file=out)
     if procs:
-        print(f"[mixsweep] found {len(procs)} leftover Ray process(es) of its local Ray instance "
-              f"({Path(record['ray_session_dir']).name}); stopping them so that no orphaned trial keeps writing",
-              file=out)
+        names = ", ".join(sorted({_name(p) for p in procs}))
+        print(f"[mixsweep] found {len(procs)} leftover process(es) of its local Ray instance ({names}); "
+              f"stopping them so that nothing orphaned keeps running or writing", file=out)
         stop_processes(procs)
+    else:
+        print("[mixsweep] no leftover Ray processes of it are running", file=out)
     paths.driver.unlink(missing_ok=True)
+
+
+def _name(proc) -> str:
+    try:
+        return proc.name()
+    except Exception:  # noqa: BLE001 - it may have exited meanwhile
+        return "?"
 
 
 def _tracking(spec: SweepSpec, paths: SweepPaths, uri: str):
@@ -115,11 +126,27 @@ def _tracking(spec: SweepSpec, paths: SweepPaths, uri: str):
     return client, exp_id, sweep_run
 
 
+ADDRESS = re.compile(r"^(auto|local|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
+
+
+def check_address(address: str | None) -> None:
+    if address is not None and not ADDRESS.match(address):
+        raise UserError(f"--address {address!r}: expected 'auto', HOST:PORT (a cluster's GCS) or ray://HOST:PORT "
+                        "(Ray Client)")
+
+
 def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: str | None,
-                 retry_failed: bool = False, out: TextIO = sys.stderr) -> int:
+                 retry_failed: bool = False, out: TextIO | None = None) -> int:
     """Run what is left of `spec` in `paths`; returns the exit code (0 done, 1 failures, 130 stopped)."""
+    out = out or sys.stderr
     from .progress import Progress
 
+    check_address(address)
+    tracking.check_tracking_uri(tracking_uri, require_folder=False)  # fail fast, before anything is written
+    try:
+        paths.storage.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--storage {paths.storage} cannot be created: {exc.strerror}") from None
     _cleanup_leftovers(paths, out)
     client, exp_id, sweep_run = _tracking(spec, paths, tracking_uri)
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -138,6 +165,11 @@ def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, addre
 
     atomic_write_text(paths.spec, spec.to_yaml())
     save_state(paths, state)
+    ended = {t.run_hash for t in plan.finished + plan.failed}
+    if ended:  # e.g. killed between final.json and closing its MLflow run
+        from .sync import sync_trials
+
+        sync_trials(paths, state, only=ended)
     if grid:
         print(f"[mixsweep] sweep {spec.name}: {len(trials)} trials ({spec.num_arms()} arms x {len(spec.seeds)} seeds)"
               f" - {len(plan.finished)} finished, {len(plan.failed)} failed earlier"
@@ -160,13 +192,25 @@ def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, addre
     save_state(paths, state)
     meta = trial_meta(spec, paths, tracking_uri, exp_id, sweep_run, tracking.git_commit())
     progress = Progress(metric=spec.metric, names={t.run_hash: t.name for t in plan.todo},
-                        epochs={t.run_hash: _epochs(t) for t in plan.todo}, out=out)
+                        epochs={t.run_hash: _epochs(t) for t in plan.todo}, out=out,
+                        on_start=lambda: record_driver(paths, address))
     try:
         completed = run_plan(LaunchPlan(spec, paths, plan.todo, meta, address, name, restore), progress)
     except BaseException:
-        _settle(spec, paths, client, exp_id, sweep_run, progress, False, out)  # no run left RUNNING
+        _settle_safely(spec, paths, client, exp_id, sweep_run, progress, False, out)  # no run left RUNNING
         raise
-    return _settle(spec, paths, client, exp_id, sweep_run, progress, completed, out)
+    return _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, out)
+
+
+def _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, out) -> int:
+    """`_settle`, surviving a tracking server that went away during the sweep."""
+    try:
+        return _settle(spec, paths, client, exp_id, sweep_run, progress, completed, out)
+    except Exception as exc:  # noqa: BLE001 - the trials' results are safe in the storage
+        print(f"[mixsweep] MLflow is unreachable ({type(exc).__name__}: {str(exc)[:200]}); the trials' results are "
+              f"safe in {paths.root}. Once the server is back: mixsweep sync {spec.name} --storage {paths.storage}",
+              file=out)
+        return 130 if not completed else 1
 
 
 def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: str, progress, completed: bool,
@@ -175,6 +219,7 @@ def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: 
     state = load_state(paths)
     hint = RESUME_HINT.format(name=spec.name, storage=paths.storage)
     runs = tracking.trial_runs(client, exp_id, spec.name)
+    early: dict[str, int] = {}
     if completed:
         # Tune "completed" a trial that has no final result: ASHA stopped it early. It has ended.
         early = {r.run_hash: r.epoch for r in progress.rows.values()
@@ -182,14 +227,21 @@ def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: 
         for run in runs:
             epoch = early.get(run.data.tags.get(tracking.TAG_RUN_HASH))
             if epoch is not None:
-                tracking.mark_unfinished(client, [run], "KILLED", f"stopped early by ASHA after epoch {epoch}")
+                client.set_tag(run.info.run_id, tracking.TAG_ERROR, f"stopped early by ASHA after epoch {epoch}")
+                client.set_terminated(run.info.run_id, "KILLED")
         state["stopped"] = sorted({*state.get("stopped", []), *early})
-        tracking.mark_unfinished(client, tracking.trial_runs(client, exp_id, spec.name), "FAILED",
-                                 "the trial's process ended without finishing (see the Ray log)")
+        unfinished = ("FAILED", "the trial's process ended without finishing (see the Ray log)")
     else:
-        n = tracking.mark_unfinished(client, runs, "KILLED", f"sweep stopped; resume with: {hint}")
-        print(f"[mixsweep] stopped: {n} running trial(s) keep their last checkpoint, marked KILLED in MLflow",
-              file=out)
+        unfinished = ("KILLED", f"sweep stopped; resume with: {hint}")
+    from .sync import sync_trials
+
+    launched = {r.run_hash for r in progress.rows.values()} - set(early)
+    sync_trials(paths, state, only=launched, unfinished=unfinished)  # what the results say, per trial
+    tracking.mark_unfinished(client, tracking.trial_runs(client, exp_id, spec.name), *unfinished)  # no results yet
+    if not completed:
+        running = sum(r.status == "RUNNING" for r in progress.rows.values())
+        print(f"[mixsweep] stopped: {running} running trial(s) keep their last checkpoint and are marked KILLED in "
+              "MLflow", file=out)
     save_state(paths, state)
     counts = {"finished": 0, "failed": 0, "partial": 0, "new": 0}
     for t in state["trials"]:
@@ -213,9 +265,11 @@ def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: 
 
 
 def run_sweep(ref: str, *, storage: Path, tracking_uri: str | None, address: str | None, overrides: dict[str, Any],
-              dry_run: bool = False, retry_failed: bool = False, out: TextIO = sys.stderr) -> int:
+              dry_run: bool = False, retry_failed: bool = False, out: TextIO | None = None) -> int:
+    out = out or sys.stderr
     spec = load_spec(ref, overrides=overrides)
     paths = sweep_paths(storage, spec.name)
+    check_address(address)
     uri = tracking_uri or tracking.default_tracking_uri(storage)
     if dry_run:
         print_plan(spec, paths, out=sys.stdout)
@@ -224,7 +278,8 @@ def run_sweep(ref: str, *, storage: Path, tracking_uri: str | None, address: str
 
 
 def resume_sweep(name: str, *, storage: Path, address: str | None, retry_failed: bool = False,
-                 out: TextIO = sys.stderr) -> int:
+                 out: TextIO | None = None) -> int:
+    out = out or sys.stderr
     paths = sweep_paths(storage, name)
     state = load_state(paths)
     spec = load_spec(paths.spec)
@@ -250,7 +305,8 @@ def print_plan(spec: SweepSpec, paths: SweepPaths, out: TextIO) -> None:
         print(f"  {t.name[:44]:44s} {t.run_hash}  {trial_state(paths.workdir(t.run_hash))}", file=out)
 
 
-def sweep_status(name: str, *, storage: Path, out: TextIO = sys.stdout) -> int:
+def sweep_status(name: str, *, storage: Path, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     paths = sweep_paths(storage, name)
     state = load_state(paths)
     statuses: dict[str, str] = {}

@@ -78,48 +78,65 @@ def collect(paths: SweepPaths) -> dict[str, TrialRecord]:
     return {h: r for h, r in records.items() if r.config and (r.epochs or r.error)}
 
 
-def sync_sweep(name: str, *, storage: Path, out: TextIO = sys.stderr) -> int:
+def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | None = None,
+                unfinished: tuple[str, str] | None = None) -> tuple[int, int]:
+    """Replay the trials' results into MLflow; returns (trials synced, epochs back-filled).
+
+    Args:
+        only: run_hashes to sync (default: every trial with results).
+        unfinished: (status, reason) for trials that neither finished nor failed; None leaves
+            their runs as they are (a driver may still be running them).
+    """
     from trainables.config import trial_hashes, validate_config
     from trainables.tracking import TrialTracker
 
-    paths = sweep_paths(storage, name)
-    state = load_state(paths)
     uri = state["tracking_uri"]
-    tracking.check_tracking_uri(uri)
-    driver_alive = False
-    try:
-        check_no_live_driver(paths)
-    except UserError:
-        driver_alive = True
     names = {t["run_hash"]: t["name"] for t in state.get("trials", [])}
-    records = collect(paths)
-    logged = statuses = 0
+    records = {h: r for h, r in collect(paths).items() if only is None or h in only}
+    logged = 0
     for run_hash, rec in sorted(records.items()):
         cfg = validate_config(rec.config)
         config_hash, _ = trial_hashes(cfg)
-        meta = {"sweep": name, "run_hash": run_hash, "config_hash": config_hash, "tracking_uri": uri,
+        meta = {"sweep": state["name"], "run_hash": run_hash, "config_hash": config_hash, "tracking_uri": uri,
                 "experiment_id": state["experiment_id"], "sweep_run_id": state["sweep_run_id"],
                 "run_name": names.get(run_hash, rec.meta.get("run_name", f"trial-{run_hash[:8]}")),
                 "git_commit": rec.meta.get("git_commit", "")}
         tracker = TrialTracker(meta, cfg.flat())
-        if tracker.error:
-            raise UserError(f"MLflow at {uri} failed while syncing: {tracker.error}")
         before = tracker.last_step
         for epoch in sorted(rec.epochs):
             tracker.log_epoch(epoch, rec.epochs[epoch])
         logged += sum(1 for e in rec.epochs if e > before)
-        has_final = "final/top1_err" in tracker.client.get_run(tracker.run_id).data.metrics
-        if rec.final and not has_final:
+        if rec.final and tracker.active and "final/top1_err" not in tracker.client.get_run(tracker.run_id).data.metrics:
             tracker.log_final(max(rec.epochs), rec.final)
         if rec.final:
+            tracker.log_artifacts(paths.workdir(run_hash) / "preview.png", paths.workdir(run_hash) / "config.yaml")
             tracker.finish("FINISHED")
         elif rec.error:
             tracker.finish("FAILED", rec.error)
-        elif not driver_alive:
-            tracker.finish("KILLED", f"not finished; continue with: mixsweep resume {name} --storage {storage}")
-        statuses += 1
+        elif unfinished is not None:
+            tracker.finish(*unfinished)
         if tracker.error:
             raise UserError(f"MLflow at {uri} failed while syncing: {tracker.error}")
-    print(f"[mixsweep] synced {len(records)} trial(s) of {name} into {uri}: {logged} epoch(s) back-filled, "
-          f"{statuses} status(es) set", file=out)
+    return len(records), logged
+
+
+def sync_sweep(name: str, *, storage: Path, out: TextIO | None = None) -> int:
+    out = out or sys.stderr
+    paths = sweep_paths(storage, name)
+    state = load_state(paths)
+    uri = state["tracking_uri"]
+    tracking.check_tracking_uri(uri)
+    try:
+        check_no_live_driver(paths)
+        driver_alive = False
+    except UserError:
+        driver_alive = True
+    hint = f"not finished; continue with: mixsweep resume {name} --storage {storage}"
+    n, logged = sync_trials(paths, state, unfinished=None if driver_alive else ("KILLED", hint))
+    if not driver_alive:
+        from .launch import trial_state
+
+        ended = all(trial_state(paths.workdir(t["run_hash"])) in ("finished", "failed") for t in state["trials"])
+        tracking.client(uri).set_terminated(state["sweep_run_id"], "FINISHED" if ended else "KILLED")
+    print(f"[mixsweep] synced {n} trial(s) of {name} into {uri}: {logged} epoch(s) back-filled", file=out)
     return 0

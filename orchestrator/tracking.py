@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from trainables.tracking import TAG_ERROR, TAG_ROLE, TAG_RUN_HASH, TAG_SWEEP, param_value
+from trainables.tracking import HTTP_DEFAULTS, TAG_ERROR, TAG_ROLE, TAG_RUN_HASH, TAG_SWEEP, param_value
 
 from .errors import UserError
 
@@ -25,8 +25,9 @@ def default_tracking_uri(storage: Path) -> str:
     return f"sqlite:///{(storage / 'mlflow.db').resolve()}"
 
 
-def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any trial starts, when the tracking store cannot be reached."""
+def check_tracking_uri(uri: str, timeout: float = 5.0, *, require_folder: bool = True) -> None:
+    """Fail fast, before any trial starts, when the tracking store cannot be reached. Without
+    `require_folder`, a sqlite store's folder may still be missing (the storage creates it)."""
     if uri.startswith(("http://", "https://")):
         url = uri.rstrip("/") + "/health"
         try:
@@ -38,16 +39,24 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise UserError(f"cannot reach the MLflow tracking server at {uri} ({reason}); start it (mlflow "
                             f"server --host 127.0.0.1 --port PORT ...) or pass another --tracking-uri") from None
     elif uri.startswith("sqlite:///"):
-        folder = Path(uri[len("sqlite:///"):]).parent
-        if not folder.is_dir():
-            raise UserError(f"tracking URI {uri}: folder {folder} does not exist")
+        path = Path(uri[len("sqlite:///"):])
+        if not path.is_absolute():
+            raise UserError(f"tracking URI {uri}: sqlite paths must be absolute (sqlite:////abs/path/mlflow.db); "
+                            "Ray trials run in other folders")
+        if require_folder and not path.parent.is_dir():
+            raise UserError(f"tracking URI {uri}: folder {path.parent} does not exist")
     elif uri.startswith("sqlite:"):
         raise UserError(f"tracking URI {uri}: sqlite URIs must be absolute (sqlite:////abs/path/mlflow.db)")
 
 
 def client(uri: str):
+    """An MlflowClient with bounded HTTP retries: a dead server costs seconds, not minutes."""
+    import os
+
     from mlflow.tracking import MlflowClient
 
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     return MlflowClient(tracking_uri=uri)
 
 

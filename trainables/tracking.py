@@ -24,6 +24,9 @@ TAG_TRIAL_ID, TAG_COMMIT, TAG_NODE, TAG_NODES, TAG_ERROR = "ray.trial_id", "mixs
 TAG_DEVICE = "mixsweep.device"
 MAX_PARAMS_PER_BATCH, MAX_PARAM_CHARS = 100, 6000
 PROGRESS_KEY = "test/top1_err"  #: the per-epoch metric whose history says which epochs are logged
+#: a trial must not stall on a dead tracking server: few, short HTTP retries (users may override)
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
 def param_value(value: Any) -> str:
@@ -87,8 +90,12 @@ class TrialTracker:
         self._guard("open", self._open, params, trial_id, node_id, device)
 
     def _open(self, params, trial_id, node_id, device) -> None:
+        import os
+
         from mlflow.tracking import MlflowClient
 
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
         self.client = MlflowClient(tracking_uri=self.meta["tracking_uri"])
         self.run_id, self.last_step = open_trial_run(self.client, self.meta, params, trial_id, node_id, device)
 

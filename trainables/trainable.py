@@ -115,6 +115,9 @@ def run_trial(config: dict[str, Any]) -> None:
         _report({"diverged": 1, "error": str(exc), "epoch": exc.epoch - 1, "node_id": node_id,
                  "run_hash": meta["run_hash"]}, None, workdir)
         return
+    except (KeyboardInterrupt, SystemExit):  # Tune stopped the trial (sweep stopped, ASHA, preemption)
+        tracker.finish("KILLED", "stopped by Ray Tune; the trial keeps its last checkpoint")
+        raise
     except BaseException as exc:
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
         raise

@@ -6,6 +6,11 @@ constructor verifies the md5 of every file on each construction; `_PresentCIFAR1
 presence instead (the download path still verifies the archive's md5, and a damaged pickle
 fails to load), so that data re-packed in the same format -- subsets, test fixtures -- loads
 too. Missing files raise `DatasetNotFoundError` naming the directory and the expected layout.
+
+Safety: the format is Python pickle, and without the md5 check any pickle in `data.root` would
+run code on load. So every file is first read by a restricted unpickler that allows only what
+CIFAR batches contain (dicts, lists, bytes, numbers and numpy arrays); anything else is refused
+before torchvision loads it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,24 @@ CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 
+#: the only globals a CIFAR python-pickle batch needs (numpy array reconstruction)
+_ALLOWED_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                    ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: CIFAR batches hold only data")
+
+
+def verify_data_pickle(path: Path) -> None:
+    """Read `path` with the restricted unpickler; raise pickle.UnpicklingError on anything but data."""
+    with open(path, "rb") as f:
+        _DataOnlyUnpickler(f, encoding="latin1").load()
+
+
 class _PresentMixin:
     """Integrity = the data files exist; class names from the meta file when it is there."""
 
@@ -47,14 +70,20 @@ class _PresentMixin:
 
     def _check_integrity(self) -> bool:
         folder = Path(self.root, self.base_folder)
-        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+        files = [folder / name for name, _ in self.train_list + self.test_list]
+        if not all(f.is_file() for f in files):
+            return False
+        for f in [*files, folder / self.meta["filename"]]:
+            if f.is_file():
+                verify_data_pickle(f)  # before torchvision unpickles it
+        return True
 
     def _load_meta(self) -> None:
         path = Path(self.root, self.base_folder, self.meta["filename"])
         self.classes: list[str] = []
         if path.is_file():
             with open(path, "rb") as f:
-                self.classes = list(pickle.load(f, encoding="latin1")[self.meta["key"]])
+                self.classes = list(_DataOnlyUnpickler(f, encoding="latin1").load()[self.meta["key"]])
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
