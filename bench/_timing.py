@@ -1,7 +1,9 @@
-"""Timing helpers for the benchmarks: warm-up, repeats, median; CUDA events on a GPU.
+"""Timing helpers for the benchmarks: warm-up, interleaved rounds, medians, paired ratios.
 
-Benchmarks report RATIOS of two things measured in the same run on the same inputs, never a
-bare absolute time as a pass/fail criterion.
+Benchmarks report RATIOS of things measured in the same run on the same inputs. Candidates are
+timed round-robin (A, B, C, A, B, C, ...), so slow drifts of a shared or virtual machine hit
+all of them alike, and a ratio is the median of the per-round ratios. CUDA work is timed with
+CUDA events.
 """
 
 from __future__ import annotations
@@ -13,24 +15,39 @@ from collections.abc import Callable
 import torch
 
 
-def measure(fn: Callable[[], object], device: torch.device, *, repeats: int = 5, warmup: int = 1) -> float:
-    """Median seconds of `fn()` over `repeats` runs after `warmup` runs."""
-    for _ in range(warmup):
+def _once(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1000.0)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1000.0
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved(fns: dict[str, tuple[Callable[[], object], torch.device]], *, rounds: int = 7,
+                warmup: int = 1) -> dict[str, list[float]]:
+    """Seconds of each candidate in every round; candidates run round-robin after a warm-up."""
+    for _ in range(warmup):
+        for fn, device in fns.values():
+            _once(fn, device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, (fn, device) in fns.items():
+            times[name].append(_once(fn, device))
+    return times
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of numerator/denominator (same round = same machine state)."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
 
 
 def describe(device: torch.device) -> str:

@@ -8,7 +8,7 @@
    ResNet-18 (CIFAR) forward+backward on the same batch: GuidedMixup's Table 2 reports
    SaliencyMix 353-923 %, Guided-SR ~7 %, Guided-AP ~80 %.
 
-    python bench/saliency.py [--device cpu|cuda] [--batch 64] [--repeats 5]
+    python bench/saliency.py [--device cpu|cuda] [--batch 64] [--rounds 9]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import describe, markdown_table, measure  # noqa: E402
+from _timing import describe, interleaved, markdown_table, median, paired_ratio  # noqa: E402
 
 from trainables.mixing import build_mixer, list_presets, saliency_map  # noqa: E402
 
@@ -57,22 +57,23 @@ def opencv_released_way(kind: str, images: torch.Tensor) -> list[np.ndarray]:
     return maps
 
 
-def saliency_table(device: torch.device, repeats: int) -> str:
+def saliency_table(device: torch.device, rounds: int) -> str:
+    cpu = torch.device("cpu")
     rows = []
     for batch, size in ((256, 32), (64, 224)):
-        cpu_images = photo_crops(batch, size)
-        images = cpu_images.to(device)
+        images = photo_crops(batch, size).to(device)
         for kind in ("fine_grained", "spectral_residual"):
-            ref = measure(lambda k=kind, x=images: opencv_released_way(k, x), torch.device("cpu"), repeats=repeats)
-            ours = measure(lambda k=kind, x=images: saliency_map(k, x), device, repeats=repeats)
-            rows.append([kind, f"{batch}x{size}x{size}", f"{ref * 1e3:.1f}", f"{ours * 1e3:.2f}",
-                         f"**{ref / ours:.1f}x**"])
+            t = interleaved({"opencv": (lambda k=kind, x=images: opencv_released_way(k, x), cpu),
+                             "ours": (lambda k=kind, x=images: saliency_map(k, x), device)}, rounds=rounds)
+            ref, ours, ratio = median(t["opencv"]), median(t["ours"]), paired_ratio(t["opencv"], t["ours"])
+            rows.append([kind, f"{batch}x{size}x{size}", f"{ref * 1e3:.1f}", f"{ours * 1e3:.2f}", f"**{ratio:.1f}x**"])
             print(f"  {kind:18s} B={batch:3d} {size}x{size}: OpenCV per image {ref * 1e3:8.1f} ms, "
-                  f"batched {ours * 1e3:8.2f} ms, speed-up {ref / ours:5.1f}x", file=sys.stderr)
+                  f"batched {ours * 1e3:8.2f} ms, speed-up {ratio:5.1f}x (median of {rounds} paired rounds)",
+                  file=sys.stderr)
     return markdown_table(["detector", "batch", "OpenCV per image (ms)", "batched (ms)", "speed-up"], rows)
 
 
-def overhead_table(device: torch.device, batch: int, repeats: int) -> str:
+def overhead_table(device: torch.device, batch: int, rounds: int) -> str:
     from trainables.models import build_model
 
     torch.manual_seed(0)
@@ -86,20 +87,20 @@ def overhead_table(device: torch.device, batch: int, repeats: int) -> str:
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(images), labels).backward()
 
-    base = measure(step, device, repeats=repeats)
-    rows = [["ResNet-18 fwd+bwd", f"{base * 1e3:.1f}", "100 %"]]
+    fns = {"step": (step, device)}
     for preset in list_presets():
-        if preset == "none":
-            continue
-        mixer = build_mixer({"preset": preset, "prob": 1.0})
-        g = torch.Generator().manual_seed(0)
-
-        def mix(m=mixer, g=g) -> None:
-            m(images, labels, num_classes=10, generator=g, model=model, check=False)
-
-        t = measure(mix, device, repeats=repeats)
-        rows.append([preset, f"{t * 1e3:.2f}", f"**{100 * t / base:.1f} %**"])
-        print(f"  {preset:22s} {t * 1e3:8.2f} ms = {100 * t / base:6.1f} % of a ResNet-18 step", file=sys.stderr)
+        if preset != "none":
+            mixer, g = build_mixer({"preset": preset, "prob": 1.0}), torch.Generator().manual_seed(0)
+            fns[preset] = (lambda m=mixer, g=g: m(images, labels, num_classes=10, generator=g, model=model,
+                                                  check=False), device)
+    t = interleaved(fns, rounds=rounds)
+    rows = [["ResNet-18 fwd+bwd", f"{median(t['step']) * 1e3:.1f}", "100 %"]]
+    for preset in fns:
+        if preset != "step":
+            share = 100 * paired_ratio(t[preset], t["step"])
+            rows.append([preset, f"{median(t[preset]) * 1e3:.2f}", f"**{share:.1f} %**"])
+            print(f"  {preset:22s} {median(t[preset]) * 1e3:8.2f} ms = {share:6.1f} % of a ResNet-18 step",
+                  file=sys.stderr)
     return markdown_table([f"mixing (B={batch}, 32x32)", "time (ms)", "share of fwd+bwd"], rows)
 
 
@@ -107,14 +108,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="overhead batch (default 256 on GPU, 64 on CPU)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9, help="interleaved timing rounds (median reported)")
     args = parser.parse_args()
     device = torch.device(args.device)
     batch = args.batch or (256 if device.type == "cuda" else 64)
     print(f"## Saliency: batched vs OpenCV per image — {describe(device)}\n")
-    print(saliency_table(device, args.repeats))
+    print(saliency_table(device, args.rounds))
     print(f"\n## Augmentation overhead vs a ResNet-18 training step — {describe(device)}\n")
-    print(overhead_table(device, batch, args.repeats))
+    print(overhead_table(device, batch, args.rounds))
 
 
 if __name__ == "__main__":

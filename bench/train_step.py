@@ -1,11 +1,11 @@
 """Training-step cost of every preset relative to no mixing, measured in one run.
 
 1. CIFAR ResNet-18, batch 256 (default), one full step = mix + forward + backward + SGD step,
-   median over repeats; reported as the overhead over the `none` preset (GuidedMixup Table 2's
+   median over interleaved rounds; reported as the overhead over the `none` preset (GuidedMixup Table 2's
    "augmentation overhead"). Goal on a GPU: <= 5 % for every preset without gradient saliency.
 2. One `small_cnn` epoch on `synthetic_salient` (the demo setting) in images/s, per preset.
 
-    python bench/train_step.py [--device cpu|cuda] [--batch 256] [--repeats 3]
+    python bench/train_step.py [--device cpu|cuda] [--batch 256] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import describe, markdown_table, measure  # noqa: E402
+from _timing import describe, interleaved, markdown_table, median, paired_ratio  # noqa: E402
 
 from trainables.data import build_dataset, make_loader  # noqa: E402
 from trainables.mixing import build_mixer, list_presets  # noqa: E402
@@ -25,15 +25,14 @@ from trainables.models import build_model  # noqa: E402
 from trainables.optim import soft_cross_entropy  # noqa: E402
 
 
-def step_table(device: torch.device, batch: int, repeats: int) -> str:
+def step_table(device: torch.device, batch: int, rounds: int) -> str:
     data = build_dataset("synthetic_salient", train_size=batch, test_size=2)
-    images = next(iter(make_loader(data.train, batch, train=True, generator=torch.Generator().manual_seed(0),
-                                   device=device)))
-    x, y = images
+    x, y = next(iter(make_loader(data.train, batch, train=True, generator=torch.Generator().manual_seed(0),
+                                 device=device)))
     torch.manual_seed(0)
     model = build_model("resnet18", num_classes=10, image_size=(32, 32), mean=data.mean, std=data.std).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    times = {}
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)  # lr 0: every round trains the same weights
+    fns = {}
     for preset in list_presets():
         mixer = build_mixer({"preset": preset} if preset == "none" else {"preset": preset, "prob": 1.0})
         g = torch.Generator().manual_seed(0)
@@ -45,17 +44,19 @@ def step_table(device: torch.device, batch: int, repeats: int) -> str:
             loss.backward()
             opt.step()
 
-        times[preset] = measure(step, device, repeats=repeats)
-        print(f"  {preset:22s} {times[preset] * 1e3:9.1f} ms/step", file=sys.stderr)
-    base = times["none"]
-    rows = [[p, f"{t * 1e3:.1f}", "—" if p == "none" else f"**{100 * (t / base - 1):+.1f} %**"]
-            for p, t in times.items()]
+        fns[preset] = (step, device)
+    t = interleaved(fns, rounds=rounds)
+    rows = []
+    for preset in fns:
+        overhead = 100 * (paired_ratio(t[preset], t["none"]) - 1)
+        rows.append([preset, f"{median(t[preset]) * 1e3:.1f}", "—" if preset == "none" else f"**{overhead:+.1f} %**"])
+        print(f"  {preset:22s} {median(t[preset]) * 1e3:9.1f} ms/step  {overhead:+6.1f} %", file=sys.stderr)
     return markdown_table([f"preset (ResNet-18, B={batch})", "step (ms)", "overhead vs none"], rows)
 
 
-def epoch_table(device: torch.device, presets: list[str]) -> str:
+def epoch_table(device: torch.device, presets: list[str], rounds: int) -> str:
     data = build_dataset("synthetic_salient", train_size=2000, test_size=2)
-    rows = []
+    fns = {}
     for preset in presets:
         torch.manual_seed(0)
         model = build_model("small_cnn", num_classes=data.num_classes, image_size=data.image_size, mean=data.mean,
@@ -73,7 +74,11 @@ def epoch_table(device: torch.device, presets: list[str]) -> str:
                 loss.backward()
                 opt.step()
 
-        seconds = measure(epoch, device, repeats=1, warmup=1)
+        fns[preset] = (epoch, device)
+    t = interleaved(fns, rounds=rounds)
+    rows = []
+    for preset in fns:
+        seconds = median(t[preset])
         rows.append([preset, f"{seconds:.2f}", f"**{2000 / seconds:.0f}**"])
         print(f"  small_cnn epoch {preset:22s} {seconds:6.2f} s = {2000 / seconds:7.0f} img/s", file=sys.stderr)
     return markdown_table(["preset (small_cnn, 2000 imgs, B=128)", "epoch (s)", "images/s"], rows)
@@ -83,13 +88,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"## Training-step overhead of mixing — {describe(device)}\n")
-    print(step_table(device, args.batch, args.repeats))
+    print(step_table(device, args.batch, args.rounds))
     print(f"\n## small_cnn on synthetic_salient — {describe(device)}\n")
-    print(epoch_table(device, [p for p in list_presets() if p != "saliencymix_official"]))
+    print(epoch_table(device, [p for p in list_presets() if p != "saliencymix_official"], args.rounds))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .sweep import sweep_status
+    from .status import sweep_status
 
     return sweep_status(args.name, storage=resolve_storage(args.storage, create=False))
 

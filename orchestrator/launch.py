@@ -23,7 +23,19 @@ from typing import Any
 from .errors import UserError
 from .storage import SweepPaths
 
-PER_EPOCH = {"final/top1_err": "test/top1_err", "best/top1_err": "test/top1_err", "final/top5_err": "test/top5_err"}
+#: what schedulers and searchers read every epoch for a sweep metric that exists only at the end
+#: (the last epoch's test/top1_err IS final/top1_err); best/top1_err is reported every epoch
+PER_EPOCH = {"final/top1_err": "test/top1_err", "final/top5_err": "test/top5_err"}
+EPOCH_METRICS = {"train/loss", "test/loss", "test/top1_err", "test/top5_err", "best/top1_err"}
+
+
+def per_epoch_metric(metric: str) -> str:
+    """The per-epoch metric ASHA and Optuna use for `metric`; UserError when there is none."""
+    name = PER_EPOCH.get(metric, metric)
+    if name not in EPOCH_METRICS:
+        raise UserError(f"metric {metric!r} exists only when a trial ends, but ASHA and search algorithms read the "
+                        f"metric every epoch; use one of {', '.join(sorted(EPOCH_METRICS | set(PER_EPOCH)))}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -39,12 +51,14 @@ class LaunchPlan:
     restore: bool = False  #: restore the Tune experiment `launch_name` (search algorithms)
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, created: float | None) -> bool:
+    """Process `pid` runs, and is the one started at `created` (not a recycled pid)."""
     import psutil
 
     try:
         proc = psutil.Process(pid)
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+        same = created is None or abs(proc.create_time() - created) < 0.01
+        return same and proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 
@@ -57,7 +71,7 @@ def check_no_live_driver(paths: SweepPaths) -> dict[str, Any] | None:
         record = json.loads(paths.driver.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if record.get("pid") and record.get("pid") != os.getpid() and _alive(int(record["pid"])):
+    if record.get("pid") and record.get("pid") != os.getpid() and _alive(int(record["pid"]), record.get("created")):
         raise UserError(f"sweep {paths.name!r} is being run by process {record['pid']} "
                         f"(started {record.get('started', '?')}); stop it first (Ctrl+C / kill -TERM {record['pid']})")
     return record
@@ -78,10 +92,13 @@ def ray_children() -> list[dict[str, float]]:
 
 def record_driver(paths: SweepPaths, address: str | None) -> None:
     """Write driver.json: this process and its Ray processes, to find leftovers after a crash."""
+    import psutil
+
     from trainables.checkpoint import atomic_write_text
 
-    record = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "address": address or "",
-              "ray_session_dir": _session_dir(), "children": [] if address else ray_children()}
+    record = {"pid": os.getpid(), "created": psutil.Process().create_time(),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "address": address or "",
+              "children": [] if address else ray_children()}
     atomic_write_text(paths.driver, json.dumps(record, indent=1) + "\n")
 
 
@@ -140,15 +157,6 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
         paths.driver.unlink(missing_ok=True)
 
 
-def _session_dir() -> str:
-    try:
-        from ray._private.worker import global_worker
-
-        return str(global_worker.node.get_session_dir_path())
-    except Exception:  # noqa: BLE001 - only used to find leftovers later
-        return ""
-
-
 @contextmanager
 def sigterm_as_sigint() -> Iterator[None]:
     """Tune stops gracefully on SIGINT; make SIGTERM (schedulers, `kill`) do the same."""
@@ -171,9 +179,11 @@ def _scheduler(spec):
         return FIFOScheduler()
     asha = getattr(spec, "asha", None)
     kwargs = {} if asha is None else {k: v for k, v in asha.model_dump().items() if v is not None}
-    epochs = int(spec.base_config(resolved=True)["epochs"])
-    return ASHAScheduler(time_attr="epoch", metric=PER_EPOCH.get(spec.metric, spec.metric), mode=spec.mode,
-                         max_t=epochs, **kwargs)
+    from trainables.config import validate_config
+
+    epochs = max(validate_config({**spec.base, **arm, "seed": 0}).epochs for arm in spec.arms())
+    return ASHAScheduler(time_attr="epoch", metric=per_epoch_metric(spec.metric), mode=spec.mode, max_t=epochs,
+                         **kwargs)
 
 
 def _search(spec, meta: dict[str, Any]):
@@ -184,7 +194,7 @@ def _search(spec, meta: dict[str, Any]):
 
     space = {key: dist.to_tune() for key, dist in spec.search.space.items()}
     config = {**spec.base_config(), **space, "seed": spec.seeds[0]}
-    alg = OptunaSearch(metric=spec.metric, mode=spec.mode, sampler=TPESampler(seed=spec.seeds[0]))
+    alg = OptunaSearch(metric=per_epoch_metric(spec.metric), mode=spec.mode, sampler=TPESampler(seed=spec.seeds[0]))
     limit = spec.search.max_concurrent or max(1, int(os.cpu_count() or 1))
     return {"trial": {"config": config, "meta": meta}}, ConcurrencyLimiter(alg, max_concurrent=limit), \
         spec.search.num_trials
@@ -220,13 +230,19 @@ def build_tuner(plan: LaunchPlan, progress):
 
 
 def run_plan(plan: LaunchPlan, progress) -> bool:
-    """Run one launch; returns True when it ran to the end, False when it was stopped (SIGINT/SIGTERM)."""
+    """Run one launch; returns True when every trial ended, False when it was stopped (SIGINT/SIGTERM)."""
     with ray_connection(plan.address, plan.paths), sigterm_as_sigint():
         results = build_tuner(plan, progress).fit()
     if results.num_errors:
         print(f"[mixsweep] {results.num_errors} trial(s) ended with an error after retries", file=sys.stderr)
-    unfinished = [r for r in progress.rows.values() if r.status in ("PENDING", "RUNNING")]
-    return not unfinished and len(progress.rows) >= len(plan.trials)
+    expected = len(plan.trials) if plan.trials else plan.spec.search.num_trials
+    stopped = {tid for tid, row in progress.rows.items() if row.status == "STOPPED"}  # by the scheduler
+
+    def ended(result) -> bool:  # after Ctrl+C Tune calls stopped and unstarted trials "terminated" too
+        metrics = result.metrics or {}
+        return result.error is not None or bool(metrics.get("done")) or metrics.get("trial_id") in stopped
+
+    return len(results) >= expected and all(ended(r) for r in results)
 
 
 def trial_meta(spec, paths: SweepPaths, tracking_uri: str, experiment_id: str, sweep_run_id: str,
@@ -247,10 +263,9 @@ def trial_state(workdir: Path) -> str:
 
 
 def epochs_done(workdir: Path) -> int:
-    path = workdir / "metrics.jsonl"
-    if not path.exists():
-        return 0
-    return sum(1 for line in path.read_text().splitlines() if line.strip())
+    from trainables.checkpoint import read_metrics
+
+    return len(read_metrics(workdir))
 
 
 __all__ = ["LaunchPlan", "Path", "build_tuner", "check_no_live_driver", "epochs_done", "leftover_ray_processes",

@@ -34,6 +34,14 @@ def render_preview(
     from trainables.models import build_model
 
     presets = list(presets) if presets is not None else [p for p in list_presets() if p != "none"]
+    unknown = [p for p in photos if p not in PHOTOS]
+    if unknown:
+        raise UserError(f"unknown photo {unknown[0]!r}; known: {', '.join(PHOTOS)}")
+    if not 16 <= size <= 1024:
+        raise UserError(f"--size must be between 16 and 1024 pixels, got {size}")
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a .png file path")
     try:
         images = photo_batch(photos, size)
         configs = [(p, {"preset": p} if p == "none" else {"preset": p, "prob": 1.0}) for p in presets]
@@ -57,8 +65,11 @@ def render_preview(
     for title, mixer in mixers:
         result = mixer(images, labels, num_classes=len(photos), generator=torch.Generator().manual_seed(seed),
                        model=model)
-        if mixer.config.saliency == "gradient":
+        if mixer.uses_saliency and mixer.config.saliency == "gradient":
             title += "\n(untrained CNN)"
         rows += rows_from_output(images, result, names, [target], [title])
     note = f", lam = {lam} where the mask draws one" if lam else ""
-    return render_rows(rows, out, title=f"mixsweep preview — {size}x{size} photos, seed {seed}{note}")
+    try:
+        return render_rows(rows, out, title=f"mixsweep preview — {size}x{size} photos, seed {seed}{note}")
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None

@@ -15,6 +15,16 @@ from typing import Any, TextIO
 from ray.tune import Callback
 
 
+def _epochs_of(trial) -> int:
+    """Epochs of a trial from its config (search trials: the sampled config)."""
+    try:
+        from trainables.config import validate_config
+
+        return validate_config((trial.config.get("trial") or {}).get("config") or {}).epochs
+    except Exception:  # noqa: BLE001 - display only
+        return 0
+
+
 @dataclass
 class Row:
     name: str
@@ -44,9 +54,9 @@ class Progress(Callback):
     def _row(self, trial) -> Row:
         if trial.trial_id not in self.rows:
             meta = (trial.config.get("trial") or {}).get("meta") or {}
-            key = meta.get("run_hash", trial.trial_id)
+            key = meta.get("run_hash", "")
             self.rows[trial.trial_id] = Row(self.names.get(key, meta.get("run_name", trial.trial_id)), key,
-                                            epochs=self.epochs.get(key, 0))
+                                            epochs=self.epochs.get(key) or _epochs_of(trial))
         return self.rows[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -69,12 +79,22 @@ class Progress(Callback):
         if result.get("error"):
             row.error = str(result["error"])
         row.node = str(result.get("node_id", ""))[:8]
+        if result.get("run_hash") and not row.run_hash:  # sampled trials know their identity only now
+            row.run_hash = str(result["run_hash"])
+            row.name = self.names.get(row.run_hash, f"trial-{row.run_hash[:8]}")
         self.render()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         row = self._row(trial)
-        row.status = "FAILED" if row.error else "FINISHED"
+        if row.error:
+            row.status = "FAILED"
+        elif row.epochs and row.epoch < row.epochs:  # Tune ended it early: a scheduler (ASHA) stopped it
+            row.status = "STOPPED"
+        else:
+            row.status = "FINISHED"
         what = f"{self.metric} {row.final:.2f}" if row.final is not None else row.error
+        if row.status == "STOPPED":
+            what = f"stopped early after epoch {row.epoch}/{row.epochs}"
         print(f"[mixsweep] {row.status.lower()}: {row.name}  ({what})", file=self.out or sys.stderr, flush=True)
         self.render(force=True)
 

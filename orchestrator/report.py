@@ -340,8 +340,15 @@ def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None)
     uri = state["tracking_uri"]
     tracking.check_tracking_uri(uri)
     client = tracking.client(uri)
-    runs = tracking.trial_runs(client, state["experiment_id"], name)
     out = Path(out_dir).resolve() if out_dir else paths.report
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out} cannot be created: {exc.strerror or exc}") from None
+    try:
+        runs = tracking.trial_runs(client, state["experiment_id"], name)
+    except Exception as exc:  # noqa: BLE001 - the store answered /health but fails
+        raise UserError(f"MLflow at {uri} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
     if is_grid(spec):
         factors = spec.factor_levels() or {"sweep": [name]}
         frame = tracking.runs_frame(runs, factors)
@@ -361,6 +368,10 @@ def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None)
         if not len(frame):
             raise UserError(f"sweep {name!r} has no trial runs in MLflow yet")
         files = write_search_report(frame, list(spec.search.space), spec.metric, spec.mode, out)
-    for path in files.values():
-        client.log_artifact(state["sweep_run_id"], str(path), artifact_path="report")
+    try:
+        for path in files.values():
+            client.log_artifact(state["sweep_run_id"], str(path), artifact_path="report")
+    except Exception as exc:  # noqa: BLE001 - the files are written; say what failed
+        raise UserError(f"the report is in {out}, but logging it to MLflow at {uri} failed: "
+                        f"{type(exc).__name__}: {str(exc)[:300]}") from None
     return files

@@ -20,7 +20,6 @@ PyYAML silently keeps the last one). Grid expansion into trials lives in `orches
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import math
@@ -42,7 +41,10 @@ from pydantic import (
     model_validator,
 )
 
+from trainables.mixing.registry import did_you_mean
+
 from .errors import UserError
+from .storage import NAME
 
 #: the metrics a trial reports; `metric` must be one of them
 METRICS = (
@@ -56,7 +58,7 @@ METRICS = (
     "robust/fgsm_top1_err",
     "robust/noise_top1_err",
 )
-NAME_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+NAME_RE = NAME  # the storage's rule: a sweep name is also a folder name
 NAME_RULE = "1..64 characters from a-z, 0-9, '_' and '-' (pattern [a-z0-9_-]+)"
 #: a grid larger than this is almost certainly a mistake (a seed count or a factor given in the wrong place)
 MAX_TRIALS = 10_000
@@ -88,8 +90,7 @@ def _level(value: Any) -> str:
 
 
 def _did_you_mean(name: object, known: list[str]) -> str:
-    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    return did_you_mean(str(name), known)
 
 
 def format_path(path: Path_) -> str:

@@ -15,10 +15,13 @@ from their workdir wherever they run; Ray checkpoints are the fallback otherwise
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,3 +127,19 @@ def save_state(paths: SweepPaths, state: dict[str, Any]) -> None:
     from trainables.checkpoint import atomic_write_text
 
     atomic_write_text(paths.state, json.dumps(state, indent=1, default=str) + "\n")
+
+
+@contextmanager
+def sweep_lock(paths: SweepPaths, what: str) -> Iterator[None]:
+    """Exclusive lock of a sweep for `what` (run, resume, sync): two drivers never share trials."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with open(paths.root / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"sweep {paths.name!r} is busy: another mixsweep process (run, resume or sync) holds "
+                            f"{paths.root / '.lock'}; wait for it or stop it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

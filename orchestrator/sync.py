@@ -17,10 +17,12 @@ from typing import Any, TextIO
 
 import yaml
 
+from trainables.checkpoint import read_metrics
+
 from . import tracking
 from .errors import UserError
 from .launch import check_no_live_driver
-from .storage import SweepPaths, load_state, sweep_paths
+from .storage import SweepPaths, load_state, sweep_lock, sweep_paths
 
 
 @dataclass
@@ -66,11 +68,8 @@ def collect(paths: SweepPaths) -> dict[str, TrialRecord]:
         rec = _record(records, workdir.name)
         if (workdir / "config.yaml").exists() and not rec.config:
             rec.config = yaml.safe_load((workdir / "config.yaml").read_text()) or {}
-        if (workdir / "metrics.jsonl").exists():
-            for line in (workdir / "metrics.jsonl").read_text().splitlines():
-                if line.strip():
-                    m = json.loads(line)
-                    rec.epochs.setdefault(int(m["epoch"]), m)
+        for m in read_metrics(workdir):
+            rec.epochs.setdefault(int(m["epoch"]), m)
         if (workdir / "final.json").exists():
             rec.final = json.loads((workdir / "final.json").read_text())
         if (workdir / "failed.json").exists():
@@ -87,7 +86,7 @@ def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | No
         unfinished: (status, reason) for trials that neither finished nor failed; None leaves
             their runs as they are (a driver may still be running them).
     """
-    from trainables.config import trial_hashes, validate_config
+    from trainables.config import ConfigError, trial_hashes, validate_config
     from trainables.tracking import TrialTracker
 
     uri = state["tracking_uri"]
@@ -95,7 +94,11 @@ def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | No
     records = {h: r for h, r in collect(paths).items() if only is None or h in only}
     logged = 0
     for run_hash, rec in sorted(records.items()):
-        cfg = validate_config(rec.config)
+        try:
+            cfg = validate_config(rec.config)
+        except ConfigError as exc:
+            raise UserError(f"trial {run_hash}: its recorded config no longer validates ({exc}); was it written by "
+                            "another mixsweep version?") from None
         config_hash, _ = trial_hashes(cfg)
         meta = {"sweep": state["name"], "run_hash": run_hash, "config_hash": config_hash, "tracking_uri": uri,
                 "experiment_id": state["experiment_id"], "sweep_run_id": state["sweep_run_id"],
@@ -132,11 +135,12 @@ def sync_sweep(name: str, *, storage: Path, out: TextIO | None = None) -> int:
     except UserError:
         driver_alive = True
     hint = f"not finished; continue with: mixsweep resume {name} --storage {storage}"
-    n, logged = sync_trials(paths, state, unfinished=None if driver_alive else ("KILLED", hint))
-    if not driver_alive:
-        from .launch import trial_state
+    with sweep_lock(paths, "sync"):
+        n, logged = sync_trials(paths, state, unfinished=None if driver_alive else ("KILLED", hint))
+        if not driver_alive:
+            from .launch import trial_state
 
-        ended = all(trial_state(paths.workdir(t["run_hash"])) in ("finished", "failed") for t in state["trials"])
-        tracking.client(uri).set_terminated(state["sweep_run_id"], "FINISHED" if ended else "KILLED")
+            ended = all(trial_state(paths.workdir(t["run_hash"])) in ("finished", "failed") for t in state["trials"])
+            tracking.client(uri).set_terminated(state["sweep_run_id"], "FINISHED" if ended else "KILLED")
     print(f"[mixsweep] synced {n} trial(s) of {name} into {uri}: {logged} epoch(s) back-filled", file=out)
     return 0

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from trainables.tracking import HTTP_DEFAULTS, TAG_ERROR, TAG_ROLE, TAG_RUN_HASH, TAG_SWEEP, param_value
+from trainables.tracking import TAG_ERROR, TAG_ROLE, TAG_RUN_HASH, TAG_SWEEP, bounded_http_retries, param_value
 
 from .errors import UserError
 
@@ -51,12 +51,9 @@ def check_tracking_uri(uri: str, timeout: float = 5.0, *, require_folder: bool =
 
 def client(uri: str):
     """An MlflowClient with bounded HTTP retries: a dead server costs seconds, not minutes."""
-    import os
-
     from mlflow.tracking import MlflowClient
 
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    bounded_http_retries()
     return MlflowClient(tracking_uri=uri)
 
 
@@ -149,8 +146,11 @@ def runs_frame(runs: Iterable, factors: Iterable[str]):
 
 
 def git_commit() -> str:
+    """The commit of the mixsweep checkout that runs (not of whatever folder the user is in)."""
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False,
+                             cwd=here)
         return out.stdout.strip() if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -149,3 +149,35 @@ def test_cuda_matches_cpu_and_never_syncs(preset, batch):
         torch.cuda.set_sync_debug_mode("default")
     assert torch.allclose(gpu.images.cpu(), cpu.images, atol=1e-5)
     assert torch.allclose(gpu.targets.cpu(), cpu.targets, atol=1e-5)
+
+
+def test_value_checks_run_on_the_first_call_only_by_default(batch):
+    x, y = batch
+    mixer = build_mixer({"preset": "cutmix", "prob": 1.0})
+    with pytest.raises(ValueError, match=r"must lie in \[0,1\]"):
+        mixer(x * 2, y, num_classes=10)
+    mixer(x, y, num_classes=10)  # first successful call: checked
+    mixer(x * 2, y, num_classes=10)  # later calls: no host sync for checks
+    with pytest.raises(ValueError, match=r"must lie in \[0,1\]"):
+        mixer(x * 2, y, num_classes=10, check=True)
+
+
+def test_saliency_is_computed_only_when_something_reads_it(batch, monkeypatch):
+    import trainables.mixing.mixer as mixer_module
+
+    calls = []
+    real = mixer_module.saliency_map
+    monkeypatch.setattr(mixer_module, "saliency_map", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    x, y = batch
+    build_mixer({"preset": "mixup", "saliency": "fine_grained"})(x, y, num_classes=10)
+    build_mixer({"preset": "saliencymix", "selection": "random", "prob": 1.0})(x, y, num_classes=10)
+    assert calls == []
+    build_mixer({"preset": "saliencymix", "prob": 1.0})(x, y, num_classes=10)
+    assert calls == ["fine_grained"]
+
+
+def test_per_batch_refuses_per_sample_consumers():
+    with pytest.raises(ValueError, match=r"per_batch uses the saliency of ONE image"):
+        build_mixer({"preset": "saliencymix_official", "pairing": "greedy"})
+    with pytest.raises(ValueError, match=r"per_batch uses the saliency of ONE image"):
+        build_mixer({"preset": "saliencymix_official", "label": "saliency_mass"})

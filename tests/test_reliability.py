@@ -96,7 +96,8 @@ def test_lost_worker_node(tmp_path):
         uri = sqlite_uri(storage)
 
         def worker_trial_has_an_epoch():
-            for r in trial_runs(uri, "cluster") if (storage / "mlflow.db").exists() else []:
+            # sweep.json is written after the driver created the MLflow schema (never race its creation)
+            for r in trial_runs(uri, "cluster") if (storage / "cluster" / "sweep.json").exists() else []:
                 if r.data.tags.get("mixsweep.node_id") == worker.node_id and r.info.status == "RUNNING":
                     wd = storage / "cluster" / "trials" / r.data.tags["mixsweep.run_hash"]
                     if (wd / "metrics.jsonl").exists() and (wd / "metrics.jsonl").read_text().strip():
@@ -215,3 +216,16 @@ def test_diverging_trial_fails_alone(tmp_path):
     # a re-run does not retry the diverged trials unless asked
     again = run("run", str(spec), "--storage", str(storage))
     assert "2 failed earlier (use --retry-failed to run them again)" in again.stderr and "launching 0" in again.stderr
+
+
+def test_retry_failed_starts_from_scratch(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", "retry", epochs=1, factors="optim.lr: [1.0e+30]", seeds=1)
+    storage = tmp_path / "runs"
+    assert run("run", str(spec), "--storage", str(storage)).returncode == 1
+    again = run("run", str(spec), "--storage", str(storage), "--retry-failed")
+    assert "retrying 1 failed trial(s) from scratch" in again.stderr and "launching 1" in again.stderr
+    assert again.returncode == 1  # it diverges again, as it must
+    retired = list((storage / "retry" / "retired").iterdir())
+    assert len(retired) == 1 and (retired[0] / "failed.json").exists()
+    runs = trial_runs(sqlite_uri(storage), "retry")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED"  # the new attempt's run; the old one is retired

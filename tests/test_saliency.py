@@ -167,3 +167,20 @@ def test_cuda_equals_cpu(name, photos32):
     assert gpu.device.type == "cuda"
     tol = 0 if name == "fine_grained" else 1e-4
     assert (gpu.cpu() - cpu).abs().max() <= tol
+
+
+def test_gradient_saliency_is_taken_on_the_normalised_input(photos32):
+    """dL/dx_n = std_c * dL/dx for a model that normalises with per-channel std (MIXING.md)."""
+    from trainables.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=5, image_size=(32, 32), mean=(0.5, 0.4, 0.3), std=(0.2, 0.5, 1.0))
+    targets = torch.eye(5)
+    x = photos32.clone().requires_grad_(True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss = -(targets * torch.log_softmax(model(x), 1)).sum()
+    (g,) = torch.autograd.grad(loss, x)
+    model.load_state_dict(before)
+    ref = (g * torch.tensor([0.2, 0.5, 1.0]).view(1, 3, 1, 1)).pow(2).mean(1).sqrt()
+    m = saliency_map("gradient", photos32, model=model, targets=targets)
+    assert torch.allclose(m, ref / ref.amax((1, 2), keepdim=True), atol=1e-6)

@@ -135,3 +135,62 @@ def test_dry_run_writes_nothing(tmp_path):
     dry = mixsweep("run", str(spec), "--storage", str(tmp_path / "runs"), "--dry-run")
     assert dry.returncode == 0 and "4 trials = 2 arms x 2 seeds" in dry.stdout and "cutmix-s1" in dry.stdout
     assert not (tmp_path / "runs").exists()
+
+
+BASE = """\
+base:
+  dataset: synthetic_salient
+  data.train_size: 128
+  data.test_size: 64
+  model: small_cnn
+  model.width: 8
+  batch_size: 32
+  eval.robust_size: 0
+  workers: 0
+  device: cpu
+  mix.preset: cutmix
+resources: {cpu: 1}
+"""
+
+
+@pytest.mark.slow
+def test_optuna_search_sweep(tmp_path):
+    spec = tmp_path / "hpo.yaml"
+    spec.write_text("name: tiny-hpo\n" + BASE.replace("  mix.preset: cutmix\n", "  mix.preset: cutmix\n  epochs: 2\n")
+                    + "seeds: 1\nsearch: {algorithm: optuna, num_trials: 3, max_concurrent: 2, "
+                      "space: {optim.lr: 'loguniform(0.001, 0.1)', mix.prob: 'uniform(0.2, 1.0)'}}\n")
+    storage = tmp_path / "runs"
+    result = mixsweep("run", str(spec), "--storage", str(storage))
+    assert result.returncode == 0, result.stderr[-4000:]
+    runs = _trial_runs(storage, "tiny-hpo")
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.params["optim.lr"] for r in runs}) == 3  # sampled, not a grid
+    status = mixsweep("status", "tiny-hpo", "--storage", str(storage))
+    assert status.returncode == 0 and status.stdout.count("FINISHED") == 3
+    report = mixsweep("report", "tiny-hpo", "--storage", str(storage))
+    assert report.returncode == 0 and "# Search report" in report.stdout and "optim.lr" in report.stdout
+
+
+@pytest.mark.slow
+def test_asha_stops_weak_arms_early(tmp_path):
+    spec = tmp_path / "asha.yaml"
+    spec.write_text("name: tiny-asha\n" + BASE.replace("  mix.preset: cutmix\n", "  epochs: 4\n")
+                    + "factors: {optim.lr: [0.3, 0.1, 0.03, 0.01]}\nseeds: 1\nscheduler: asha\n"
+                      "asha: {grace_period: 1, reduction_factor: 2}\nmetric: best/top1_err\n")
+    storage = tmp_path / "runs"
+    result = mixsweep("run", str(spec), "--storage", str(storage))
+    assert result.returncode == 0, result.stderr[-4000:]
+    runs = _trial_runs(storage, "tiny-asha")
+    assert len(runs) == 4 and not [r for r in runs if r.info.status == "RUNNING"]
+    stopped = [r for r in runs if r.info.status == "KILLED"]
+    assert all("stopped early by ASHA" in r.data.tags["mixsweep.error"] for r in stopped)
+    assert any(r.info.status == "FINISHED" for r in runs)
+    again = mixsweep("run", str(spec), "--storage", str(storage))
+    assert f"{len(stopped)} stopped by ASHA; launching 0" in again.stderr
+
+
+def _trial_runs(storage: Path, sweep: str) -> list:
+    client = _client(storage)
+    exp = client.get_experiment_by_name("mixsweep")
+    return client.search_runs([exp.experiment_id], f"tags.`mixsweep.sweep` = '{sweep}' and "
+                              "tags.`mixsweep.role` = 'trial'")

@@ -63,15 +63,35 @@ def save_checkpoint(folder: Path, epoch: int, state: dict[str, Any], keep: int =
 
 
 def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The newest checkpoint that loads (weights_only=True), or None when there is none."""
+    """The newest checkpoint that loads (weights_only=True), or None when there is none.
+
+    A file that does not load (damaged, or refused by the safe loader) is reported on stderr and
+    the previous one is tried; temporary files left by a kill during a write are removed.
+    """
+    import sys
+
+    for stale in folder.glob(".epoch_*.pt.*") if folder.is_dir() else []:
+        stale.unlink(missing_ok=True)
     for _, path in reversed(list_checkpoints(folder)):
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged file: fall back to the previous one
+        except Exception as exc:  # noqa: BLE001 - fall back to the previous checkpoint, loudly
+            print(f"mixsweep: checkpoint {path} does not load ({type(exc).__name__}: {str(exc)[:200]}); "
+                  "trying the previous one", file=sys.stderr, flush=True)
             continue
         if isinstance(state, dict) and state.get("format") == FORMAT:
             return state
     return None
+
+
+def read_metrics(workdir: Path) -> list[dict[str, Any]]:
+    """The epoch lines of `workdir/metrics.jsonl` (empty when there is none)."""
+    import json
+
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:

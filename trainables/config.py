@@ -205,8 +205,9 @@ def validate_config(raw: Mapping[str, Any] | TrainConfig) -> TrainConfig:
     return cfg
 
 
-#: execution details that do not change what a trial computes, left out of its identity
-NOT_IDENTITY = ("device", "workers")
+#: execution details that do not change what a trial computes, left out of its identity (moving a
+#: sweep to a cluster with another data.root must not turn finished trials into new ones)
+NOT_IDENTITY = ("device", "workers", "data.root", "data.download")
 
 
 def trial_hashes(cfg: TrainConfig) -> tuple[str, str]:
@@ -214,7 +215,7 @@ def trial_hashes(cfg: TrainConfig) -> tuple[str, str]:
 
     Computed over `cfg.flat()`, the RESOLVED config (so spellings that normalise to the same value,
     `uniform(0,1)` vs `uniform(0.0, 1.0)`, hash the same; `mix.preset` is part of it, so a preset
-    and its factors spelled out by hand do not), minus execution details (`device`, `workers`).
+    and its factors spelled out by hand do not), minus execution details (`NOT_IDENTITY`).
     """
     import hashlib
     import json

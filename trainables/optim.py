@@ -22,11 +22,6 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(cfg.momentum, 0.999), weight_decay=cfg.weight_decay)
 
 
-def lr_factor(cfg: SchedConfig, epoch: float, total_epochs: int) -> float:
-    """Multiplier of the initial lr at fractional epoch `epoch` (0-based)."""
-    return _Factor(cfg, total_epochs, 1)(epoch)
-
-
 class _Factor:
     """The lr lambda of LambdaLR. Only primitives as attributes: LambdaLR saves this object's
     `__dict__` in its state dict, which must load with `torch.load(weights_only=True)`."""

@@ -29,6 +29,14 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
+def bounded_http_retries() -> None:
+    """Few, short MLflow HTTP retries unless the user set their own (MLFLOW_HTTP_REQUEST_*)."""
+    import os
+
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def param_value(value: Any) -> str:
     text = "None" if value is None else str(value)
     return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
@@ -90,12 +98,9 @@ class TrialTracker:
         self._guard("open", self._open, params, trial_id, node_id, device)
 
     def _open(self, params, trial_id, node_id, device) -> None:
-        import os
-
         from mlflow.tracking import MlflowClient
 
-        for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+        bounded_http_retries()
         self.client = MlflowClient(tracking_uri=self.meta["tracking_uri"])
         self.run_id, self.last_step = open_trial_run(self.client, self.meta, params, trial_id, node_id, device)
 

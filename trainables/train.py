@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from .checkpoint import atomic_write_text, load_latest, restore_rng, rng_state, save_checkpoint
-from .config import ConfigError, TrainConfig, flatten, validate_config
+from .config import NOT_IDENTITY, ConfigError, TrainConfig, flatten, validate_config
 from .evaluate import evaluate, robustness
 from .optim import LOSSES, build_optimizer, build_scheduler
 
@@ -93,6 +93,7 @@ class _Trial:
         self.loss_fn = LOSSES[cfg.loss]
         self.epoch, self.best, self.cost_s, self.history = 0, float("inf"), 0.0, []
         self.final: dict[str, float] | None = None
+        self.previewed = (workdir / "preview.png").exists()
 
     # -- state ------------------------------------------------------------------------------
     def restore(self) -> None:
@@ -145,9 +146,9 @@ class _Trial:
                 events.append(ev)
             else:
                 mix_s += time.perf_counter() - t0
-            shows = out.info.applied or not self.mixer.config.mixes  # `none`: the first batch as it is
-            if shows and not (self.workdir / "preview.png").exists():
+            if not self.previewed and (out.info.applied or not self.mixer.config.mixes):  # `none`: as it is
                 self.render_preview(images, out)
+                self.previewed = True
             with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
                 logits = self.model(out.images)
             loss = self.loss_fn(logits.float(), out.targets)
@@ -203,7 +204,7 @@ class _Trial:
             self.cost_s += metrics["time/epoch_s"] + time.perf_counter() - t0
             self.epoch += 1
             self.best = min(self.best, metrics["test/top1_err"])
-            metrics = {"epoch": self.epoch, **metrics}
+            metrics = {"epoch": self.epoch, **metrics, "best/top1_err": self.best}  # per epoch: for ASHA/Optuna
             if self.epoch == cfg.epochs:
                 self.final = self.finish(metrics)
             self.history.append(metrics)
@@ -227,9 +228,9 @@ class _Trial:
 def _check_workdir_config(workdir: Path, cfg: TrainConfig) -> None:
     """A workdir belongs to one config: resuming it with another one is a user error."""
     path = workdir / "config.yaml"
-    mine = {k: v for k, v in cfg.flat().items() if k not in ("device", "workers")}
+    mine = {k: v for k, v in cfg.flat().items() if k not in NOT_IDENTITY}
     if path.exists():
-        theirs = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in ("device", "workers")}
+        theirs = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in NOT_IDENTITY}
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ConfigError(f"{workdir} holds a run with a different config (differs in: {', '.join(diff)}); "

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write_text, list_checkpoints
+from .checkpoint import atomic_write_text, list_checkpoints, read_metrics
 from .config import trial_hashes, validate_config
 from .tracking import TrialTracker
 from .train import TrainingDiverged, pick_device, train
@@ -41,7 +41,7 @@ def _restore_from_ray(checkpoint, workdir: Path) -> None:
         if theirs and (not mine or mine[-1][0] < theirs[-1][0]):
             (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
             shutil.copy2(theirs[-1][1], workdir / "checkpoints" / theirs[-1][1].name)
-        for name in ("final.json", "config.yaml"):
+        for name in ("final.json", "config.yaml", "metrics.jsonl"):
             if (folder / name).exists() and not (workdir / name).exists():
                 shutil.copy2(folder / name, workdir / name)
 
@@ -63,12 +63,9 @@ def _report(metrics: dict[str, Any], checkpoint_file: Path | None, workdir: Path
 
 def _backfill(tracker: TrialTracker, workdir: Path) -> None:
     """Log epochs present in metrics.jsonl but missing from MLflow (e.g. killed between the two)."""
-    path = workdir / "metrics.jsonl"
-    if tracker.active and path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                m = json.loads(line)
-                tracker.log_epoch(int(m["epoch"]), m)
+    if tracker.active:
+        for m in read_metrics(workdir):
+            tracker.log_epoch(int(m["epoch"]), m)
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -78,9 +75,13 @@ def run_trial(config: dict[str, Any]) -> None:
 
     config = config.get("trial", config)  # the orchestrator grids over whole {"config", "meta"} dicts
     meta = dict(config.get("meta") or {})
-    cfg = validate_config(config["config"])
     ctx = tune.get_context()
-    cpus = ctx.get_trial_resources().required_resources.get("CPU", 1)
+    required = ctx.get_trial_resources().required_resources
+    raw = dict(config["config"])
+    if not required.get("GPU") and raw.get("device", "auto") == "auto":
+        raw["device"] = "cpu"  # Ray reserved no GPU for this trial: it must not use one unaccounted
+    cfg = validate_config(raw)
+    cpus = required.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     trial_id = ctx.get_trial_id()
     node_id = ray.get_runtime_context().get_node_id()
@@ -112,7 +113,10 @@ def run_trial(config: dict[str, Any]) -> None:
     except TrainingDiverged as exc:
         atomic_write_text(workdir / FAILED_MARKER, json.dumps({"error": str(exc), "epoch": exc.epoch}) + "\n")
         tracker.finish("FAILED", str(exc))
-        _report({"diverged": 1, "error": str(exc), "epoch": exc.epoch - 1, "node_id": node_id,
+        # the worst value of every error metric, so schedulers and searchers that read one never fail
+        worst = {k: 100.0 for k in ("test/top1_err", "test/top5_err", "best/top1_err", "final/top1_err",
+                                    "final/top5_err", "robust/fgsm_top1_err", "robust/noise_top1_err")}
+        _report({**worst, "diverged": 1, "error": str(exc), "epoch": exc.epoch, "node_id": node_id,
                  "run_hash": meta["run_hash"]}, None, workdir)
         return
     except (KeyboardInterrupt, SystemExit):  # Tune stopped the trial (sweep stopped, ASHA, preemption)
@@ -122,7 +126,7 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
         raise
     if not reported:  # already finished: re-report the final result and its checkpoint
-        last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+        last = read_metrics(workdir)[-1]
         if logged_before < last["epoch"]:  # MLflow has not seen the last epoch's final metrics yet
             tracker.log_final(int(last["epoch"]), final)
         tracker.log_artifacts(workdir / "preview.png", workdir / "config.yaml")

@@ -211,6 +211,9 @@ def _check_combination(cfg: MixConfig) -> None:
             f"allowed: {', '.join(SALIENCY.names())}"
         )
     if cfg.scope == "per_batch":
+        if PAIRINGS.get(cfg.pairing).needs_distance or cfg.label == "saliency_mass":
+            raise ValueError(f"mix.scope=per_batch uses the saliency of ONE image for the whole batch; it cannot feed "
+                             f"mix.pairing={cfg.pairing} or mix.label={cfg.label}, which need every image's map")
         if cfg.mask not in ("box", "blend"):
             raise ValueError(f"mix.scope=per_batch applies to box and blend masks, not mix.mask={cfg.mask}")
         if cfg.mask == "box" and SELECTIONS.get(cfg.selection).target != "corresponding":

@@ -33,7 +33,7 @@ from .lam import parse_lam
 from .masks import blend_pairs, box_mask, graft_weight, paste_boxes, pixel_ratio_weight
 from .ops import check_images, check_range, gaussian_blur, normalize_sum
 from .pairing import PAIRINGS, saliency_distance
-from .saliency import saliency_map
+from .saliency import SALIENCY, saliency_map
 from .selection import SELECTIONS, cut_sizes, place_boxes
 
 GUIDED_BLUR = (7, 3.0)  #: GuidedMixup blurs saliency 7x7, sigma 3 before pairing and masking
@@ -90,6 +90,16 @@ class Mixer:
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0,1), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
+        self._checked = False
+
+    @property
+    def uses_saliency(self) -> bool:
+        """Whether anything in this configuration reads a saliency map (else none is computed)."""
+        cfg = self.config
+        if cfg.saliency in (None, "none") or cfg.mask is None:
+            return False
+        return (cfg.mask in ("pixel_ratio", "graft") or (cfg.selection not in (None, "random"))
+                or PAIRINGS.get(cfg.pairing).needs_distance or cfg.label == "saliency_mass")
 
     def __repr__(self) -> str:
         return f"Mixer({self.config.as_dict()}, label_smoothing={self.label_smoothing})"
@@ -155,7 +165,7 @@ class Mixer:
         num_classes: int | None = None,
         generator: torch.Generator | None = None,
         model: nn.Module | None = None,
-        check: bool = True,
+        check: bool | None = None,
     ) -> MixOutput:
         """Mix a batch.
 
@@ -165,8 +175,11 @@ class Mixer:
             num_classes: K, required for integer labels.
             generator: CPU `torch.Generator` for the random parameters (default: torch's global one).
             model: the classifier being trained; needed by `gradient` saliency only.
-            check: also validate values ([0,1] range, label range); reads scalars back to the host.
+            check: also validate values ([0,1] range, label range), which reads scalars back to the
+                host; default: on this mixer's first call only.
         """
+        if check is None:
+            check = not self._checked
         check_images(images)
         if check:
             check_range(images)
@@ -178,8 +191,11 @@ class Mixer:
         if generator.device.type != "cpu":
             raise ValueError(f"generator must be a CPU torch.Generator (parameters are drawn on the host), "
                              f"got one on {generator.device}")
-        if self.config.saliency == "gradient" and self.config.mixes and model is None:
-            raise ValueError("mix.saliency=gradient needs the model: call mixer(images, labels, ..., model=model)")
+        if self.config.mixes and self.uses_saliency and SALIENCY.get(self.config.saliency).needs_model \
+                and model is None:
+            raise ValueError(f"mix.saliency={self.config.saliency} needs the model: call mixer(images, labels, ..., "
+                             "model=model)")
+        self._checked = self._checked or check
         params = self.make_params(batch, (h, w), generator)
         if not params.applied:
             return self._identity(images, targets)
@@ -203,7 +219,7 @@ class Mixer:
             return saliency_map(cfg.saliency, x, model=model, targets=t, saliency_input=cfg.saliency_input or "uint8")
 
         sal = None
-        if cfg.saliency != "none" and not one_map_only:
+        if self.uses_saliency and not one_map_only:
             sal = detect(images, targets)
         guided = None
         if pairing.needs_distance or cfg.mask == "pixel_ratio":

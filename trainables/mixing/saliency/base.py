@@ -22,7 +22,6 @@ class Detector:
     fn: Callable[..., Tensor]  #: fn(images, *, model, targets, saliency_input) -> (B,H,W)
     doc: str  #: one line for `mixsweep list`
     needs_model: bool = False  #: `gradient`: needs the model (and labels) at call time
-    host: bool = False  #: runs per image on the CPU (OpenCV reference backends)
     opencv_input: bool = False  #: accepts `saliency_input` (uint8 | official_float)
 
 

@@ -2,8 +2,11 @@
 
 Forward the clean batch through the model (which normalises its [0,1] input itself), take the
 soft cross-entropy against the labels (the model's own prediction when no labels are given),
-back-propagate to the INPUT only, and return sqrt(mean over channels of grad^2), divided by the
-per-image max.
+back-propagate to the input only, and return sqrt(mean over channels of grad^2), divided by the
+per-image max. The gradient is taken with respect to the NORMALISED input, as MIXING.md,
+PuzzleMix and GuidedMixup-AP do: for x_n = (x - mean) / std, dL/dx_n = std_c * dL/dx, so the
+[0,1]-space gradient is scaled by the model's per-channel std (`model.normalize.std`, when the
+model has one; otherwise the model is taken to consume its input as is).
 
 Batch-norm mode, chosen and documented: the pass runs in whatever mode the model is in, i.e.
 train mode during training (batch statistics, as PuzzleMix / Co-Mixup / GuidedMixup-AP do it),
@@ -45,4 +48,7 @@ def gradient(images: Tensor, *, model: nn.Module | None = None, targets: Tensor 
         with torch.no_grad():
             for buf, old in zip(model.buffers(), saved):
                 buf.copy_(old)
+    std = getattr(getattr(model, "normalize", None), "std", None)
+    if isinstance(std, torch.Tensor):
+        grad = grad * std.to(grad.dtype).reshape(1, -1, 1, 1)
     return normalize_max(grad.pow(2).mean(1).sqrt())

@@ -75,7 +75,6 @@ def opencv_saliency(kind: str, images: Tensor, saliency_input: str = "uint8") ->
 @register(
     "opencv_fine_grained",
     "OpenCV StaticSaliencyFineGrained per image on the CPU (reference and baseline)",
-    host=True,
     opencv_input=True,
 )
 def opencv_fine_grained(images: Tensor, *, saliency_input: str = "uint8", **_: object) -> Tensor:
@@ -85,7 +84,6 @@ def opencv_fine_grained(images: Tensor, *, saliency_input: str = "uint8", **_: o
 @register(
     "opencv_spectral_residual",
     "OpenCV StaticSaliencySpectralResidual per image on the CPU (reference and baseline)",
-    host=True,
     opencv_input=True,
 )
 def opencv_spectral_residual(images: Tensor, *, saliency_input: str = "uint8", **_: object) -> Tensor:

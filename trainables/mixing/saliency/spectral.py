@@ -2,10 +2,12 @@
 
 `spectral_residual` is OpenCV's `StaticSaliencySpectralResidual` (opencv-contrib 5.0):
 gray (uint8 BGR weights) -> resize to 64x64 (bilinear, half-pixel, no antialias, rounded to
-uint8) -> FFT (float64) -> L = log(|F| + 1) -> R = L - box3x3(L) (reflect-101) ->
-inverse FFT of exp(R) with the original phase -> magnitude -> Gaussian 5x5, sigma 8
-(reflect-101) -> square -> divide by the max -> bilinear resize back. Matches OpenCV to ~1e-4;
-the only difference is OpenCV's fixed-point uint8 resize, emulated with float + rounding.
+uint8) -> FFT -> L = log(|F| + 1) -> R = L - box3x3(L) (reflect-101) -> inverse FFT of exp(R)
+with the original phase -> magnitude -> Gaussian 5x5, sigma 8 (reflect-101) -> square ->
+divide by the max -> bilinear resize back. OpenCV computes in float64; float32 gives the same
+maps to ~5e-5 (measured on scikit-image photos from 32x32 to 300x451, identical to a float64
+run of this code) at half the memory traffic. The remaining difference to OpenCV is its
+fixed-point uint8 resize, emulated with float + rounding.
 
 `spectral_residual_guided` is GuidedMixup's GPU variant (3neutronstar/GuidedMixup,
 `spectral_residual.py`): gray of the float image (ITU-R 601 weights), native resolution up to
@@ -41,15 +43,23 @@ def spectral_residual(images: Tensor, *, saliency_input: str = "uint8", **_: obj
 
         return opencv_saliency("spectral_residual", images, "official_float")
     h, w = images.shape[-2:]
-    small = torch.floor(resize(gray_u8(images).double(), OPENCV_SR_SIZE) + 0.5)  # uint8 resize
+    small = torch.floor(resize(gray_u8(images), OPENCV_SR_SIZE) + 0.5)  # uint8 resize
     spec = torch.fft.fft2(small)
-    log_amp = torch.log(spec.abs() + 1.0)
-    residual = log_amp - box3(log_amp, "reflect")
-    back = torch.fft.ifft2(torch.polar(torch.exp(residual), torch.angle(spec)), norm="forward")
-    mag = gaussian_blur(back.abs(), 5, 8.0, "reflect")
-    mag = mag * mag
-    mag = (mag / mag.amax(dim=(-2, -1), keepdim=True)).float()
-    return resize(mag, (h, w)).clamp_(0.0, 1.0)
+    mag = _abs(spec)
+    log_amp = torch.log1p(mag)
+    residual = torch.exp(log_amp - box3(log_amp, "reflect"))
+    # exp(R) with the original phase = F * exp(R) / |F|; OpenCV's phase of a zero coefficient is 0
+    nonzero = mag > 0
+    rescaled = spec * torch.where(nonzero, residual / mag.clamp_min(1e-30), 0.0) + torch.where(nonzero, 0.0, residual)
+    back = gaussian_blur(_abs(torch.fft.ifft2(rescaled, norm="forward")), 5, 8.0, "reflect")
+    back = back * back
+    back = back / back.amax(dim=(-2, -1), keepdim=True)
+    return resize(back, (h, w)).clamp_(0.0, 1.0)
+
+
+def _abs(z: Tensor) -> Tensor:
+    """|z| of a complex tensor (on CPU ~5x faster than torch.abs, which uses hypot)."""
+    return (z.real * z.real + z.imag * z.imag).sqrt()
 
 
 @register(
@@ -65,7 +75,7 @@ def spectral_residual_guided(images: Tensor, **_: object) -> Tensor:
     mag = (spec.real**2 + spec.imag**2 + 1e-10).sqrt()
     log_mag = mag.log()
     residual = torch.exp(log_mag - box3(log_mag, "replicate"))
-    sal = torch.fft.ifft2(spec * (residual / mag)).abs()
+    sal = _abs(torch.fft.ifft2(spec * (residual / mag)))
     sal = gaussian_blur(sal, 7, 3.0, "reflect")
     if sal.shape[-2:] != (h, w):
         sal = resize(sal, (h, w), antialias=True).clamp_min(0.0)

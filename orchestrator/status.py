@@ -1,0 +1,64 @@
+"""`mixsweep status NAME` and `mixsweep run --dry-run`: what a sweep holds, from storage and MLflow."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from . import tracking
+from .errors import UserError
+from .expand import expand, is_grid
+from .launch import check_no_live_driver, epochs_done, trial_state
+from .spec import SweepSpec
+from .storage import SweepPaths, load_state, sweep_paths
+
+
+def print_plan(spec: SweepSpec, paths: SweepPaths, out: TextIO) -> None:
+    """The trials a run would consider, with their state in the storage (writes nothing)."""
+    if not is_grid(spec):
+        print(f"{spec.name}: {spec.search.algorithm} search, {spec.search.num_trials} trials over "
+              f"{', '.join(f'{k}={v}' for k, v in spec.search.space.items())}", file=out)
+        return
+    trials = expand(spec)
+    print(f"{spec.name}: {len(trials)} trials = {spec.num_arms()} arms x {len(spec.seeds)} seeds "
+          f"(metric {spec.metric}, {spec.mode})", file=out)
+    print(f"  {'trial':44s} {'run_hash':12s}  state", file=out)
+    for t in trials:
+        print(f"  {t.name[:44]:44s} {t.run_hash}  {trial_state(paths.workdir(t.run_hash))}", file=out)
+
+
+def _driver_note(paths: SweepPaths) -> str:
+    try:
+        record = check_no_live_driver(paths)
+    except UserError:
+        return " (a driver is running)"
+    return " (its last driver died: mixsweep resume continues it)" if record else ""
+
+
+def sweep_status(name: str, *, storage: Path, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    paths = sweep_paths(storage, name)
+    state = load_state(paths)
+    statuses: dict[str, str] = {}
+    metrics: dict[str, float] = {}
+    try:
+        tracking.check_tracking_uri(state["tracking_uri"], timeout=3)
+        client = tracking.client(state["tracking_uri"])
+        for run in tracking.trial_runs(client, state["experiment_id"], name):
+            h = run.data.tags.get(tracking.TAG_RUN_HASH)
+            statuses[h] = run.info.status
+            if state["metric"] in run.data.metrics:
+                metrics[h] = run.data.metrics[state["metric"]]
+    except Exception as exc:  # noqa: BLE001 - status still works from the storage alone
+        print(f"(MLflow unavailable: {str(exc)[:200]}; showing the storage view)", file=out)
+    print(f"sweep {name} in {paths.storage}: {len(state['trials'])} trials, tracking {state['tracking_uri']}"
+          f"{_driver_note(paths)}", file=out)
+    print(f"  {'trial':44s} {'state':9s} {'epochs':>7s} {'mlflow':9s} {state['metric']:>16s}", file=out)
+    for t in state["trials"]:
+        h = t["run_hash"]
+        wd = paths.workdir(h)
+        value = f"{metrics[h]:.2f}" if h in metrics else "-"
+        print(f"  {t['name'][:44]:44s} {trial_state(wd):9s} {epochs_done(wd):>7d} {statuses.get(h, '-'):9s} "
+              f"{value:>16s}", file=out)
+    return 0
