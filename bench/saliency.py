@@ -105,6 +105,9 @@ def overhead_table(device: torch.device, batch: int, rounds: int) -> str:
 
 
 def main() -> None:
+    from trainables.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as in trial processes (see trainables/runtime.py)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="overhead batch (default 256 on GPU, 64 on CPU)")

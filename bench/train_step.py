@@ -25,6 +25,15 @@ from trainables.models import build_model  # noqa: E402
 from trainables.optim import soft_cross_entropy  # noqa: E402
 
 
+def train_step(mixer, model, opt, images, labels, num_classes: int, g: torch.Generator) -> None:
+    """One full training step: mix, forward, backward, SGD step."""
+    out = mixer(images, labels, num_classes=num_classes, generator=g, model=model, check=False)
+    loss = soft_cross_entropy(model(out.images), out.targets)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def step_table(device: torch.device, batch: int, rounds: int) -> str:
     data = build_dataset("synthetic_salient", train_size=batch, test_size=2)
     x, y = next(iter(make_loader(data.train, batch, train=True, generator=torch.Generator().manual_seed(0),
@@ -36,15 +45,7 @@ def step_table(device: torch.device, batch: int, rounds: int) -> str:
     for preset in list_presets():
         mixer = build_mixer({"preset": preset} if preset == "none" else {"preset": preset, "prob": 1.0})
         g = torch.Generator().manual_seed(0)
-
-        def step(m=mixer, g=g) -> None:
-            out = m(x, y, num_classes=10, generator=g, model=model, check=False)
-            loss = soft_cross_entropy(model(out.images), out.targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        fns[preset] = (step, device)
+        fns[preset] = (lambda m=mixer, g=g: train_step(m, model, opt, x, y, 10, g), device)
     t = interleaved(fns, rounds=rounds)
     rows = []
     for preset in fns:
@@ -68,11 +69,7 @@ def epoch_table(device: torch.device, presets: list[str], rounds: int) -> str:
 
         def epoch(mixer=mixer, model=model, opt=opt, loader=loader, g=g) -> None:
             for images, labels in loader:
-                out = mixer(images, labels, num_classes=data.num_classes, generator=g, model=model, check=False)
-                loss = soft_cross_entropy(model(out.images), out.targets)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                train_step(mixer, model, opt, images, labels, data.num_classes, g)
 
         fns[preset] = (epoch, device)
     t = interleaved(fns, rounds=rounds)
@@ -85,6 +82,9 @@ def epoch_table(device: torch.device, presets: list[str], rounds: int) -> str:
 
 
 def main() -> None:
+    from trainables.runtime import keep_freed_memory
+
+    keep_freed_memory()  # as in trial processes (see trainables/runtime.py)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=256)

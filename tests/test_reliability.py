@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+from orchestrator.launch import epochs_done
+
 from .reliability_helpers import (
     ENV,
     assert_complete,
@@ -88,7 +90,7 @@ def test_lost_worker_node(tmp_path):
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     worker = cluster.add_node(num_cpus=1)
     try:
-        spec = write_spec(tmp_path / "s.yaml", "cluster", epochs=4, train_size=1024,
+        spec = write_spec(tmp_path / "s.yaml", "cluster", epochs=6, train_size=2048,
                           factors="mix.preset: [none, cutmix]", seeds=2, max_failures=3)
         storage = tmp_path / "runs"
         log = tmp_path / "run.log"
@@ -100,15 +102,17 @@ def test_lost_worker_node(tmp_path):
             for r in trial_runs(uri, "cluster") if (storage / "cluster" / "sweep.json").exists() else []:
                 if r.data.tags.get("mixsweep.node_id") == worker.node_id and r.info.status == "RUNNING":
                     wd = storage / "cluster" / "trials" / r.data.tags["mixsweep.run_hash"]
-                    if (wd / "metrics.jsonl").exists() and (wd / "metrics.jsonl").read_text().strip():
+                    if 1 <= epochs_done(wd) <= 3:  # mid-trial, with epochs left to lose
                         return r.data.tags["mixsweep.run_hash"]
             return None
 
-        wait_for(worker_trial_has_an_epoch, timeout=600, what="a trial with an epoch on the worker node", proc=proc)
-        victim = worker_trial_has_an_epoch()
+        found: list[str] = []
+        wait_for(lambda: found.append(worker_trial_has_an_epoch()) or found[-1], timeout=600,
+                 what="a trial mid-way on the worker node", proc=proc)
+        victim = found[-1]
         cluster.remove_node(worker)  # the node and its processes are gone
         assert proc.wait(timeout=900) == 0, log.read_text()[-4000:]
-        runs = assert_complete(uri, "cluster", n_trials=4, epochs=4)
+        runs = assert_complete(uri, "cluster", n_trials=4, epochs=6)
         heads = {n.node_id for n in [cluster.head_node]}
         nodes = {n for r in runs for n in r.data.tags["mixsweep.node_history"].split(",")}
         assert worker.node_id in nodes and heads <= nodes  # trials ran on both nodes

@@ -115,3 +115,14 @@ def test_cifar_pickles_cannot_run_code(tmp_path):
     with pytest.raises(ValueError, match=r"refusing to load posix.mkdir|not CIFAR python-pickle batches"):
         build_dataset("cifar10", root=str(tmp_path))
     assert not marker.exists()
+
+
+def test_allocator_tuning_is_opt_in():
+    """Importing the library changes nothing process-wide; only our entry points opt in."""
+    import subprocess
+    import sys
+
+    code = ("import trainables.mixing, trainables.train, trainables.trainable, orchestrator.cli;"
+            "import trainables.runtime as r; print(r._done); print(r.keep_freed_memory())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split() == ["False", "True"]

@@ -302,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     args = parser.parse_args(argv)
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()
     try:
         raw = load_yaml_config(args.config) if args.config else {}
         raw = {**flatten(raw), **parse_set(args.set)}

@@ -73,6 +73,9 @@ def run_trial(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
+    from .runtime import keep_freed_memory
+
+    keep_freed_memory()  # this is a trial process of ours
     config = config.get("trial", config)  # the orchestrator grids over whole {"config", "meta"} dicts
     meta = dict(config.get("meta") or {})
     ctx = tune.get_context()
