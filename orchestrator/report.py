@@ -195,12 +195,12 @@ def plot_factors(report: Report, path: str | Path) -> Path:
     ncols = min(3, n)
     nrows = math.ceil(n / ncols)
     widest = max(len(fs.levels) for fs in report.factors)
-    width = max(4.0, 0.55 * widest + 2.0) * ncols
+    width = max(7.0, max(4.0, 0.55 * widest + 2.0) * ncols)  # room for the title and the legend
     fig = Figure(figsize=(width, 3.6 * nrows + 0.8), layout="constrained")
     for i, fs in enumerate(report.factors):
         _plot_factor(fig.add_subplot(nrows, ncols, i + 1), fs, report)
     better = "lower" if report.mode == "min" else "higher"
-    fig.suptitle(f"{report.metric} ({better} is better): mean over trials, {report.n_finished} finished",
+    fig.suptitle(f"{report.metric} ({better} is better)\nmean over trials, {report.n_finished} finished",
                  fontsize=11)
     handles = [
         Patch(facecolor=_REF_COLOR, edgecolor="black", hatch="///", label="reference level"),

@@ -64,11 +64,11 @@ def test_driver_sigkill_then_resume(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_graceful_stop_then_resume(tmp_path, sig):
-    spec = write_spec(tmp_path / "s.yaml", "stopped", epochs=4)
+    spec = write_spec(tmp_path / "s.yaml", "stopped", epochs=3, factors="mix.preset: [none, cutmix]")
     storage = tmp_path / "runs"
     log = tmp_path / "run.log"
     proc = start("run", str(spec), "--storage", str(storage), log=log)
-    wait_for(lambda: epochs_logged(storage, "stopped") >= 3, what="some epochs", proc=proc)
+    wait_for(lambda: epochs_logged(storage, "stopped") >= 2, what="some epochs", proc=proc)
     proc.send_signal(sig)
     assert proc.wait(timeout=120) == 130
     out = log.read_text()
@@ -80,7 +80,7 @@ def test_graceful_stop_then_resume(tmp_path, sig):
     assert any(r.info.status == "KILLED" for r in runs)
     resumed = run("resume", "stopped", "--storage", str(storage))
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert_complete(sqlite_uri(storage), "stopped", n_trials=6, epochs=4)
+    assert_complete(sqlite_uri(storage), "stopped", n_trials=4, epochs=3)
 
 
 def test_lost_worker_node(tmp_path):
