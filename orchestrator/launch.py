@@ -153,8 +153,28 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
     try:
         yield
     finally:
+        local = [] if address else _children()
         ray.shutdown()
+        # the raylet's workers notice its end only after a while: wait for them (then stop them), so
+        # that no trial process still writes to MLflow or its workdir while the driver settles
+        _, alive = _wait_gone(local, timeout=15.0)
+        stop_processes(alive)
         paths.driver.unlink(missing_ok=True)
+
+
+def _children() -> list:
+    import psutil
+
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _wait_gone(procs: list, timeout: float) -> tuple[list, list]:
+    import psutil
+
+    return psutil.wait_procs(procs, timeout=timeout) if procs else ([], [])
 
 
 @contextmanager

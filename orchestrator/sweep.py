@@ -235,15 +235,23 @@ def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, addre
         return _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, out)
 
 
-def _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, out) -> int:
-    """`_settle`, surviving a tracking server that went away during the sweep."""
-    try:
-        return _settle(spec, paths, client, exp_id, sweep_run, progress, completed, out)
-    except Exception as exc:  # noqa: BLE001 - MLflow failing here costs nothing: results are in the storage
-        print(f"[mixsweep] MLflow is unreachable ({type(exc).__name__}: {str(exc)[:200]}); the trials' results are "
-              f"safe in {paths.root}. Once the server is back: mixsweep sync {spec.name} --storage {paths.storage}",
+def _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, out, attempts: int = 3) -> int:
+    """`_settle`, surviving a tracking store that fails for a moment or went away during the sweep."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _settle(spec, paths, client, exp_id, sweep_run, progress, completed, out)
+        except Exception as exc:  # noqa: BLE001 - MLflow failing here costs nothing: results are in the storage
+            error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            if attempt < attempts:  # _settle is idempotent: a busy sqlite file or a restarting server may recover
+                print(f"[mixsweep] updating MLflow failed ({error}); trying again ({attempt}/{attempts - 1})",
+                      file=out)
+                time.sleep(2.0 * attempt)
+    print(f"[mixsweep] MLflow could not be updated ({error}); the trials' results are safe in {paths.root}. "
+          f"Once MLflow works again: mixsweep sync {spec.name} --storage {paths.storage}", file=out)
+    if not completed:
+        print(f"[mixsweep] stopped; to continue: {RESUME_HINT.format(name=spec.name, storage=paths.storage)}",
               file=out)
-        return 130 if not completed else 1
+    return 130 if not completed else 1
 
 
 def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: str, progress, completed: bool,

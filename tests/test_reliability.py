@@ -72,9 +72,9 @@ def test_graceful_stop_then_resume(tmp_path, sig):
     proc.send_signal(sig)
     assert proc.wait(timeout=120) == 130
     out = log.read_text()
-    assert "Traceback" not in out
-    assert "keep their last checkpoint and are marked KILLED" in out
-    assert f"to continue: mixsweep resume stopped --storage {storage}" in out
+    assert "Traceback" not in out, out[-4000:]
+    assert "keep their last checkpoint and are marked KILLED" in out, out[-4000:]
+    assert f"to continue: mixsweep resume stopped --storage {storage}" in out, out[-4000:]
     runs = trial_runs(sqlite_uri(storage), "stopped")
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]
     assert any(r.info.status == "KILLED" for r in runs)
