@@ -142,6 +142,9 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # trials checkpoint every epoch and Tune keeps 2, so it snapshots its state often by design:
+    # silence that warning (the one about a snapshot that is actually slow stays on)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         if address:
             ray.init(address=address, log_to_driver=True)

@@ -52,8 +52,8 @@ def gray_u8(images: Tensor) -> Tensor:
     weighted sum is below 2^24.
     """
     u = to_uint8_values(images)
-    v = u[:, 2] * 3735.0 + u[:, 1] * 19235.0 + u[:, 0] * 9798.0 + 16384.0
-    return torch.floor(v * (1.0 / 32768.0))
+    v = torch.mul(u[:, 2], 3735.0).add_(u[:, 1], alpha=19235.0).add_(u[:, 0], alpha=9798.0)
+    return v.add_(16384.0).mul_(1.0 / 32768.0).floor_()
 
 
 def gray_float(images: Tensor) -> Tensor:
@@ -85,8 +85,11 @@ def sep_filter(x: Tensor, kernel: Tensor | list[float], mode: str = "reflect") -
 
 def blur3_u8(gray: Tensor) -> Tensor:
     """OpenCV GaussianBlur(3x3, sigma 0) on uint8 values: [1,2,1]^T[1,2,1]/16, reflect-101, (s+8)>>4."""
-    s = sep_filter(gray, [1.0, 2.0, 1.0], "reflect")
-    return torch.floor((s + 8.0) * (1.0 / 16.0))
+    p = _pad(gray, 1, "reflect" if min(gray.shape[-2:]) > 1 else "replicate")
+    h, w = gray.shape[-2:]
+    rows = torch.add(p[..., 0:w], p[..., 2 : w + 2]).add_(p[..., 1 : w + 1], alpha=2.0)  # exact integer sums
+    s = torch.add(rows[..., 0:h, :], rows[..., 2 : h + 2, :]).add_(rows[..., 1 : h + 1, :], alpha=2.0)
+    return s.add_(8.0).mul_(1.0 / 16.0).floor_()
 
 
 @lru_cache(maxsize=32)

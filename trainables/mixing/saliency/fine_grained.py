@@ -78,29 +78,39 @@ def _exact_matmul_dtype(device: torch.device) -> torch.dtype:
 
 
 def _scale_to_255(v: Tensor) -> Tensor:
-    """trunc(255 * (v / max v)) as OpenCV: float32 quotient, double product; 0/0 -> 0."""
-    peak = v.amax(dim=(-2, -1), keepdim=True)
-    q = (v / peak).double()
-    return torch.trunc(255.0 * q).nan_to_num_(0.0)
+    """trunc(255 * (v / max v)) as OpenCV: float32 quotient, double product; 0/0 -> 0.
+
+    v holds non-negative integers, so max v is 0 or >= 1: dividing by max(max v, 1) changes nothing
+    but 0/0, and trunc is floor.
+    """
+    peak = v.amax(dim=(-2, -1), keepdim=True).clamp_min_(1.0)
+    return torch.div(v, peak).double().mul_(255.0).floor_()
 
 
 def _fine_grained_u8(gray: Tensor) -> Tensor:
-    """gray: (b,H,W) blurred integer-valued float32 -> uint8-valued float64 map (b,H,W)."""
+    """gray: (b,H,W) blurred integer-valued float32 -> uint8-valued float64 map (b,H,W).
+
+    Works in an (s,H,b,W) layout so that both box-sum passes are large matrix products (one GEMM
+    over all rows, one batched GEMM per distinct scale) instead of b*s tiny ones.
+    """
     b, h, w = gray.shape
     rows, cols, area_m1, weight = _scales(h, w, gray.device, _exact_matmul_dtype(gray.device))
-    g = gray[:, None]  # (b,1,H,W)
-    box = torch.matmul(rows, torch.matmul(g.to(rows.dtype), cols.transpose(1, 2))).float()  # (b,s,H,W)
-    box.sub_(g).div_(area_m1)  # surround mean, float32 as OpenCV
-    t = torch.sub(g, box, out=box).trunc_()  # trunc(g - surround): on where > 0, -off where < 0
-    if weight is None:
-        on = t.clamp_min(0).sum(1)
-        off = t.abs_().sum(1).sub_(on)
-    else:
-        on = (t.clamp_min(0) * weight).sum(1)
-        off = (t.abs_() * weight).sum(1).sub_(on)
+    s = rows.shape[0]
+    g = gray.transpose(0, 1).contiguous()  # (H,b,W)
+    x = torch.mm(rows.reshape(s * h, h), g.view(h, b * w).to(rows.dtype)).view(s, h * b, w)  # row sums
+    box = torch.bmm(x, cols.transpose(1, 2)).view(s, h, b, w).float()  # then column sums: (s,H,b,W)
+    box.sub_(g).div_(area_m1.view(s, h, 1, w))  # surround mean, float32 as OpenCV
+    t = torch.sub(g, box, out=box).trunc_().view(s, -1)  # trunc(g - surround): on where > 0, -off where < 0
+    # sums over the scales as matrix-vector products: integers |t| <= 255 times multiplicities <= 6
+    # are exact even in TF32/bf16 inputs, and accumulate exactly in float32
+    mult = torch.ones(s, dtype=t.dtype, device=t.device) if weight is None else weight.view(s).to(t.dtype)
+    total = mult @ t  # ON - OFF
+    on = mult @ t.clamp_min_(0)
+    off = on - total
+    on, off = on.view(h, b, w).transpose(0, 1), off.view(h, b, w).transpose(0, 1)
     on8, off8 = _scale_to_255(on), _scale_to_255(off)
-    peak = torch.maximum(on8.amax(dim=(-2, -1), keepdim=True), off8.amax(dim=(-2, -1), keepdim=True))
-    return torch.trunc(255.0 * (on8 + off8) / peak).nan_to_num_(0.0).clamp_(0.0, 255.0)
+    peak = torch.maximum(on8.amax(dim=(-2, -1), keepdim=True), off8.amax(dim=(-2, -1), keepdim=True)).clamp_min_(1.0)
+    return on8.add_(off8).mul_(255.0).div_(peak).floor_().clamp_(0.0, 255.0)
 
 
 @register(
