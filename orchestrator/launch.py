@@ -82,7 +82,7 @@ def ray_children() -> list[dict[str, float]]:
     import psutil
 
     out = []
-    for child in psutil.Process().children(recursive=True):
+    for child in _children():
         try:
             out.append({"pid": child.pid, "created": child.create_time()})
         except psutil.Error:
@@ -202,9 +202,14 @@ def _scheduler(spec):
         return FIFOScheduler()
     asha = getattr(spec, "asha", None)
     kwargs = {} if asha is None else {k: v for k, v in asha.model_dump().items() if v is not None}
-    from trainables.config import validate_config
+    if spec.search.space:  # a search: the epochs its first sampled config gets (a space may supply keys)
+        epochs = spec.base_config(resolved=True)["epochs"]
+        if "epochs" in spec.search.space:
+            epochs = max(spec.search.space["epochs"].probe_values())
+    else:
+        from trainables.config import validate_config
 
-    epochs = max(validate_config({**spec.base, **arm, "seed": 0}).epochs for arm in spec.arms())
+        epochs = max(validate_config({**spec.base, **arm, "seed": 0}).epochs for arm in spec.arms())
     return ASHAScheduler(time_attr="epoch", metric=per_epoch_metric(spec.metric), mode=spec.mode, max_t=epochs,
                          **kwargs)
 
@@ -276,11 +281,13 @@ def trial_meta(spec, paths: SweepPaths, tracking_uri: str, experiment_id: str, s
 
 def trial_state(workdir: Path) -> str:
     """finished | failed | partial | new, from the trial's workdir."""
+    from trainables.checkpoint import FAILED_MARKER, list_checkpoints
+
     if (workdir / "final.json").exists():
         return "finished"
-    if (workdir / "failed.json").exists():
+    if (workdir / FAILED_MARKER).exists():
         return "failed"
-    if (workdir / "checkpoints").is_dir() and any((workdir / "checkpoints").glob("epoch_*.pt")):
+    if list_checkpoints(workdir / "checkpoints"):
         return "partial"
     return "new"
 

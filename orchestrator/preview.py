@@ -65,7 +65,7 @@ def render_preview(
     for title, mixer in mixers:
         result = mixer(images, labels, num_classes=len(photos), generator=torch.Generator().manual_seed(seed),
                        model=model)
-        if mixer.uses_saliency and mixer.config.saliency == "gradient":
+        if mixer.needs_model:
             title += "\n(untrained CNN)"
         rows += rows_from_output(images, result, names, [target], [title])
     note = f", lam = {lam} where the mask draws one" if lam else ""

@@ -44,7 +44,6 @@ class Progress(Callback):
 
     metric: str
     names: dict[str, str] = field(default_factory=dict)  #: run_hash -> display name
-    epochs: dict[str, int] = field(default_factory=dict)  #: run_hash -> epochs
     interval: float = 20.0
     out: TextIO | None = None  #: default: sys.stderr at print time
     on_start: Callable[[], None] | None = None  #: called when a trial starts (the driver refreshes driver.json)
@@ -56,7 +55,7 @@ class Progress(Callback):
             meta = (trial.config.get("trial") or {}).get("meta") or {}
             key = meta.get("run_hash", "")
             self.rows[trial.trial_id] = Row(self.names.get(key, meta.get("run_name", trial.trial_id)), key,
-                                            epochs=self.epochs.get(key) or _epochs_of(trial))
+                                            epochs=_epochs_of(trial))
         return self.rows[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:

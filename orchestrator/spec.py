@@ -41,23 +41,14 @@ from pydantic import (
     model_validator,
 )
 
+from trainables.metrics import WORST
 from trainables.mixing.registry import did_you_mean
 
 from .errors import UserError
 from .storage import NAME
 
 #: the metrics a trial reports; `metric` must be one of them
-METRICS = (
-    "train/loss",
-    "test/loss",
-    "test/top1_err",
-    "test/top5_err",
-    "final/top1_err",
-    "final/top5_err",
-    "best/top1_err",
-    "robust/fgsm_top1_err",
-    "robust/noise_top1_err",
-)
+METRICS = tuple(WORST)
 NAME_RE = NAME  # the storage's rule: a sweep name is also a folder name
 NAME_RULE = "1..64 characters from a-z, 0-9, '_' and '-' (pattern [a-z0-9_-]+)"
 #: a grid larger than this is almost certainly a mistake (a seed count or a factor given in the wrong place)

@@ -260,9 +260,10 @@ def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: 
     state = load_state(paths)
     hint = RESUME_HINT.format(name=spec.name, storage=paths.storage)
     early: dict[str, int] = {}
+    runs = {r.data.tags.get(tracking.TAG_RUN_HASH): r for r in tracking.trial_runs(client, exp_id, spec.name)}
     if completed and spec.scheduler == "asha":  # Tune ended a trial before its last epoch: ASHA stopped it
         early = {r.run_hash: r.epoch for r in progress.rows.values() if r.status == "STOPPED"}
-        for run in tracking.trial_runs(client, exp_id, spec.name):
+        for run in runs.values():
             epoch = early.get(run.data.tags.get(tracking.TAG_RUN_HASH))
             if epoch is not None:
                 client.set_tag(run.info.run_id, tracking.TAG_ERROR, f"stopped early by ASHA after epoch {epoch}")
@@ -270,8 +271,9 @@ def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: 
         state["stopped"] = sorted({*state.get("stopped", []), *early})
     unfinished = (("FAILED", "the trial's process ended without finishing (see the Ray log)") if completed
                   else ("KILLED", f"sweep stopped; resume with: {hint}"))
-    launched = {r.run_hash for r in progress.rows.values() if r.run_hash} - set(early)
-    sync_trials(paths, state, only=launched or None, unfinished=unfinished)  # what each trial's results say
+    launched = {r.run_hash for r in progress.rows.values() if r.run_hash} or set(collect(paths))
+    stale = {h for h in launched - set(early) if _needs_sync(runs.get(h))}  # runs the trials did not close
+    sync_trials(paths, state, only=stale, unfinished=unfinished)  # what each trial's results say
     tracking.mark_unfinished(client, tracking.trial_runs(client, exp_id, spec.name), *unfinished)  # no results yet
     if not is_grid(spec):  # a search's trials are known only once sampled
         state["trials"] = [{"run_hash": h, "config_hash": "", "name": r.meta.get("run_name", f"trial-{h[:8]}"),

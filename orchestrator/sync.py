@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from trainables.checkpoint import read_metrics
+from trainables.checkpoint import FAILED_MARKER, read_metrics
 
 from . import tracking
 from .errors import UserError
@@ -44,6 +44,9 @@ def _record(records: dict[str, TrialRecord], run_hash: str) -> TrialRecord:
 def collect(paths: SweepPaths) -> dict[str, TrialRecord]:
     """Per run_hash: config, every epoch's metrics (first report wins), final metrics, failure."""
     records: dict[str, TrialRecord] = {}
+    from ray.tune.result import AUTO_RESULT_KEYS, DONE, TRIAL_ID
+
+    bookkeeping = {*AUTO_RESULT_KEYS, DONE, TRIAL_ID}  # what Ray adds to each report: not a trial metric
     for result_file in sorted(paths.ray.glob("*/*/result.json")):
         for line in result_file.read_text(errors="replace").splitlines():
             try:
@@ -60,7 +63,8 @@ def collect(paths: SweepPaths) -> dict[str, TrialRecord]:
             if result.get("diverged"):
                 rec.error = str(result.get("error", "diverged"))
             elif "epoch" in result and "test/top1_err" in result:
-                rec.epochs.setdefault(int(result["epoch"]), result)
+                metrics = {k: v for k, v in result.items() if k not in bookkeeping}
+                rec.epochs.setdefault(int(result["epoch"]), metrics)
                 if "final/top1_err" in result:
                     rec.final = {k: v for k, v in result.items()
                                  if k.startswith(("final/", "best/", "robust/", "cost/"))}
@@ -72,17 +76,18 @@ def collect(paths: SweepPaths) -> dict[str, TrialRecord]:
             rec.epochs.setdefault(int(m["epoch"]), m)
         if (workdir / "final.json").exists():
             rec.final = json.loads((workdir / "final.json").read_text())
-        if (workdir / "failed.json").exists():
-            rec.error = json.loads((workdir / "failed.json").read_text()).get("error", "diverged")
+        if (workdir / FAILED_MARKER).exists():
+            rec.error = json.loads((workdir / FAILED_MARKER).read_text()).get("error", "diverged")
     return {h: r for h, r in records.items() if r.config and (r.epochs or r.error)}
 
 
 def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | None = None,
-                unfinished: tuple[str, str] | None = None) -> tuple[int, int]:
+                skip: set[str] = frozenset(), unfinished: tuple[str, str] | None = None) -> tuple[int, int]:
     """Replay the trials' results into MLflow; returns (trials synced, epochs back-filled).
 
     Args:
         only: run_hashes to sync (default: every trial with results).
+        skip: run_hashes not to sync (trials ASHA stopped early keep what the driver recorded).
         unfinished: (status, reason) for trials that neither finished nor failed; None leaves
             their runs as they are (a driver may still be running them).
     """
@@ -91,7 +96,7 @@ def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | No
 
     uri = state["tracking_uri"]
     names = {t["run_hash"]: t["name"] for t in state.get("trials", [])}
-    records = {h: r for h, r in collect(paths).items() if only is None or h in only}
+    records = {h: r for h, r in collect(paths).items() if (only is None or h in only) and h not in skip}
     logged = 0
     for run_hash, rec in sorted(records.items()):
         try:
@@ -129,18 +134,15 @@ def sync_sweep(name: str, *, storage: Path, out: TextIO | None = None) -> int:
     state = load_state(paths)
     uri = state["tracking_uri"]
     tracking.check_tracking_uri(uri)
-    try:
-        check_no_live_driver(paths)
-        driver_alive = False
-    except UserError:
-        driver_alive = True
+    check_no_live_driver(paths)  # a running driver keeps its own books (and holds the sweep's lock)
     hint = f"not finished; continue with: mixsweep resume {name} --storage {storage}"
+    stopped = set(state.get("stopped", []))
     with sweep_lock(paths, "sync"):
-        n, logged = sync_trials(paths, state, unfinished=None if driver_alive else ("KILLED", hint))
-        if not driver_alive:
-            from .launch import trial_state
+        n, logged = sync_trials(paths, state, skip=stopped, unfinished=("KILLED", hint))
+        from .launch import trial_state
 
-            ended = all(trial_state(paths.workdir(t["run_hash"])) in ("finished", "failed") for t in state["trials"])
-            tracking.client(uri).set_terminated(state["sweep_run_id"], "FINISHED" if ended else "KILLED")
+        ended = all(t["run_hash"] in stopped or trial_state(paths.workdir(t["run_hash"])) in ("finished", "failed")
+                    for t in state["trials"])
+        tracking.client(uri).set_terminated(state["sweep_run_id"], "FINISHED" if ended else "KILLED")
     print(f"[mixsweep] synced {n} trial(s) of {name} into {uri}: {logged} epoch(s) back-filled", file=out)
     return 0

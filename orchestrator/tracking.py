@@ -14,7 +14,18 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from trainables.tracking import TAG_ERROR, TAG_ROLE, TAG_RUN_HASH, TAG_SWEEP, bounded_http_retries, param_value
+from trainables.tracking import (
+    MAX_PARAMS_PER_BATCH,
+    TAG_CONFIG_HASH,
+    TAG_DEVICE,
+    TAG_ERROR,
+    TAG_NODE,
+    TAG_ROLE,
+    TAG_RUN_HASH,
+    TAG_SWEEP,
+    bounded_http_retries,
+    param_value,
+)
 
 from .errors import UserError
 
@@ -87,8 +98,8 @@ def ensure_sweep_run(mlflow_client, experiment_id: str, spec, spec_hash: str, pa
         run = mlflow_client.create_run(experiment_id, tags=tags, run_name=spec.name)
         run_id = run.info.run_id
         items = [Param(k, param_value(v)) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            mlflow_client.log_batch(run_id, params=items[i : i + 100])
+        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            mlflow_client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
         mlflow_client.log_text(run_id, spec.text, "spec.yaml")
         return run_id
     run_id = run.info.run_id
@@ -134,10 +145,10 @@ def runs_frame(runs: Iterable, factors: Iterable[str]):
     rows = []
     for run in runs:
         tags, params = run.data.tags, run.data.params
-        row = {"run_hash": tags.get(TAG_RUN_HASH), "config_hash": tags.get("mixsweep.config_hash"),
+        row = {"run_hash": tags.get(TAG_RUN_HASH), "config_hash": tags.get(TAG_CONFIG_HASH),
                "name": tags.get("mlflow.runName"), "seed": int(params.get("seed", 0)), "status": run.info.status,
-               "error": tags.get(TAG_ERROR, ""), "device": tags.get("mixsweep.device", ""),
-               "node_id": tags.get("mixsweep.node_id", ""), "run_id": run.info.run_id}
+               "error": tags.get(TAG_ERROR, ""), "device": tags.get(TAG_DEVICE, ""),
+               "node_id": tags.get(TAG_NODE, ""), "run_id": run.info.run_id}
         for factor in factors:
             row[factor] = params.get(factor)
         row.update(run.data.metrics)

@@ -427,3 +427,22 @@ def test_plot_returns_path_and_report_is_frozen(tmp_path):
     assert out == tmp_path / "sub" / "f.png" and out.is_file()
     with pytest.raises(AttributeError):
         rep.metric = "x"  # type: ignore[misc]
+
+
+def test_sync_backfills_trial_metrics_not_ray_bookkeeping(tmp_path):
+    """Results replayed from Ray's result.json carry Ray's own keys (pid, timestamp, ...): not metrics."""
+    import json
+
+    from orchestrator.storage import sweep_paths
+    from orchestrator.sync import collect
+
+    paths = sweep_paths(tmp_path, "s")
+    folder = paths.ray / "launch-001" / "t1"
+    folder.mkdir(parents=True)
+    line = {"epoch": 1, "test/top1_err": 50.0, "lr": 0.1, "pid": 123, "timestamp": 1.0, "training_iteration": 1,
+            "time_total_s": 2.0, "run_hash": "abc", "config": {"trial": {"config": {"model": "small_cnn"},
+                                                                           "meta": {"run_hash": "abc"}}}}
+    (folder / "result.json").write_text(json.dumps(line) + "\n")
+    epoch = collect(paths)["abc"].epochs[1]
+    assert epoch["test/top1_err"] == 50.0 and epoch["lr"] == 0.1
+    assert not {"pid", "timestamp", "training_iteration", "time_total_s", "config"} & set(epoch)

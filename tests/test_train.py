@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from trainables.checkpoint import list_checkpoints
+from trainables.checkpoint import list_checkpoints, read_metrics
 from trainables.config import ConfigError
 from trainables.train import TrainingDiverged, train
 
@@ -28,10 +28,6 @@ EPOCH_KEYS = {"epoch", "train/loss", "test/loss", "test/top1_err", "test/top5_er
 FINAL_KEYS = {"final/top1_err", "final/top5_err", "best/top1_err", "robust/fgsm_top1_err", "robust/noise_top1_err",
               "cost/device_s"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def read_metrics(workdir: Path) -> list[dict]:
-    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_train_writes_everything(tmp_path):
@@ -129,3 +125,16 @@ def test_cli_errors_exit_2_without_traceback(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "trainables.train", "--workdir", str(tmp_path), "--config", str(cfg)],
                          env=ENV, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not valid YAML" in bad.stderr and "line 1" in bad.stderr
+
+
+def test_trial_identity_ignores_where_data_lives_but_not_which_folder_dataset():
+    from trainables.config import trial_hashes, validate_config
+
+    def run_hash(**cfg):
+        return trial_hashes(validate_config({"model": "small_cnn", **cfg}))[1]
+
+    # moving a sweep to a machine whose CIFAR copy lives elsewhere keeps its finished trials
+    assert run_hash(dataset="cifar10", **{"data.root": "/a"}) == run_hash(dataset="cifar10", **{"data.root": "/b"})
+    # two image folders are two datasets: never one trial (one workdir, one MLflow run)
+    assert run_hash(dataset="imagefolder", **{"data.root": "/a"}) != \
+        run_hash(dataset="imagefolder", **{"data.root": "/b"})

@@ -26,6 +26,12 @@ def checkpoint_path(folder: Path, epoch: int) -> Path:
     return folder / f"epoch_{epoch:04d}.pt"
 
 
+#: written into a trial's workdir when the trial diverges
+FAILED_MARKER = "failed.json"
+#: the workdir files that travel with every checkpoint reported to Ray (and back on a restore)
+RESULT_FILES = ("final.json", "config.yaml", "metrics.jsonl")
+
+
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """(epoch, path) of the checkpoints in `folder`, oldest first."""
     if not folder.is_dir():

@@ -210,17 +210,24 @@ def validate_config(raw: Mapping[str, Any] | TrainConfig) -> TrainConfig:
 NOT_IDENTITY = ("device", "workers", "data.root", "data.download")
 
 
+def identity(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of a flat config that decide what a trial computes: all but `NOT_IDENTITY`, except
+    that an `imagefolder` dataset IS its root (two roots are two datasets, never one trial)."""
+    keep = {"data.root"} if flat.get("dataset") == "imagefolder" else set()
+    return {k: v for k, v in flat.items() if k not in NOT_IDENTITY or k in keep}
+
+
 def trial_hashes(cfg: TrainConfig) -> tuple[str, str]:
     """(config_hash, run_hash): 12 hex digits of the resolved config without / with the seed.
 
     Computed over `cfg.flat()`, the RESOLVED config (so spellings that normalise to the same value,
     `uniform(0,1)` vs `uniform(0.0, 1.0)`, hash the same; `mix.preset` is part of it, so a preset
-    and its factors spelled out by hand do not), minus execution details (`NOT_IDENTITY`).
+    and its factors spelled out by hand do not), minus execution details (`identity`).
     """
     import hashlib
     import json
 
-    flat = {k: v for k, v in cfg.flat().items() if k not in NOT_IDENTITY}
+    flat = identity(cfg.flat())
     seed = flat.pop("seed")
 
     def digest(obj: object) -> str:

@@ -31,7 +31,7 @@ import torch
 import yaml
 
 from .checkpoint import atomic_write_text, load_latest, restore_rng, rng_state, save_checkpoint
-from .config import NOT_IDENTITY, ConfigError, TrainConfig, flatten, validate_config
+from .config import ConfigError, TrainConfig, flatten, identity, validate_config
 from .evaluate import evaluate, robustness
 from .optim import LOSSES, build_optimizer, build_scheduler
 
@@ -228,9 +228,9 @@ class _Trial:
 def _check_workdir_config(workdir: Path, cfg: TrainConfig) -> None:
     """A workdir belongs to one config: resuming it with another one is a user error."""
     path = workdir / "config.yaml"
-    mine = {k: v for k, v in cfg.flat().items() if k not in NOT_IDENTITY}
+    mine = identity(cfg.flat())
     if path.exists():
-        theirs = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in NOT_IDENTITY}
+        theirs = identity(yaml.safe_load(path.read_text()) or {})
         if theirs != mine:
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
             raise ConfigError(f"{workdir} holds a run with a different config (differs in: {', '.join(diff)}); "

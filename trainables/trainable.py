@@ -24,12 +24,11 @@ from typing import Any
 
 import torch
 
-from .checkpoint import atomic_write_text, list_checkpoints, read_metrics
+from .checkpoint import FAILED_MARKER, RESULT_FILES, atomic_write_text, list_checkpoints, read_metrics
 from .config import trial_hashes, validate_config
+from .metrics import WORST
 from .tracking import TrialTracker
 from .train import TrainingDiverged, pick_device, train
-
-FAILED_MARKER = "failed.json"  #: written into the workdir when a trial diverges
 
 
 def _restore_from_ray(checkpoint, workdir: Path) -> None:
@@ -41,7 +40,7 @@ def _restore_from_ray(checkpoint, workdir: Path) -> None:
         if theirs and (not mine or mine[-1][0] < theirs[-1][0]):
             (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
             shutil.copy2(theirs[-1][1], workdir / "checkpoints" / theirs[-1][1].name)
-        for name in ("final.json", "config.yaml", "metrics.jsonl"):
+        for name in RESULT_FILES:
             if (folder / name).exists() and not (workdir / name).exists():
                 shutil.copy2(folder / name, workdir / name)
 
@@ -55,7 +54,7 @@ def _report(metrics: dict[str, Any], checkpoint_file: Path | None, workdir: Path
         return
     with tempfile.TemporaryDirectory(prefix="mixsweep-ckpt-") as tmp:
         shutil.copy2(checkpoint_file, Path(tmp) / checkpoint_file.name)
-        for name in ("final.json", "config.yaml", "metrics.jsonl"):
+        for name in RESULT_FILES:
             if (workdir / name).exists():
                 shutil.copy2(workdir / name, Path(tmp) / name)
         tune.report(clean, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -116,10 +115,7 @@ def run_trial(config: dict[str, Any]) -> None:
     except TrainingDiverged as exc:
         atomic_write_text(workdir / FAILED_MARKER, json.dumps({"error": str(exc), "epoch": exc.epoch}) + "\n")
         tracker.finish("FAILED", str(exc))
-        # the worst value of every error metric, so schedulers and searchers that read one never fail
-        worst = {k: 100.0 for k in ("test/top1_err", "test/top5_err", "best/top1_err", "final/top1_err",
-                                    "final/top5_err", "robust/fgsm_top1_err", "robust/noise_top1_err")}
-        _report({**worst, "diverged": 1, "error": str(exc), "epoch": exc.epoch, "node_id": node_id,
+        _report({**WORST, "diverged": 1, "error": str(exc), "epoch": exc.epoch, "node_id": node_id,
                  "run_hash": meta["run_hash"]}, None, workdir)
         return
     except (KeyboardInterrupt, SystemExit):  # Tune stopped the trial (sweep stopped, ASHA, preemption)

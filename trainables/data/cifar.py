@@ -73,9 +73,8 @@ class _PresentMixin:
         files = [folder / name for name, _ in self.train_list + self.test_list]
         if not all(f.is_file() for f in files):
             return False
-        for f in [*files, folder / self.meta["filename"]]:
-            if f.is_file():
-                verify_data_pickle(f)  # before torchvision unpickles it
+        for name, _ in self.train_list if self.train else self.test_list:  # the files this split unpickles
+            verify_data_pickle(folder / name)  # before torchvision does (the meta file: see _load_meta)
         return True
 
     def _load_meta(self) -> None:

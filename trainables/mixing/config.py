@@ -193,18 +193,26 @@ def _defaults(cfg: MixConfig) -> MixConfig:
     return replace(cfg, **fill)
 
 
+def saliency_readers(cfg: MixConfig) -> list[str]:
+    """The factors of `cfg` that read a saliency map (`mix.key=value` each); none when nothing mixes."""
+    if cfg.mask is None:
+        return []
+    readers = []
+    if cfg.mask in ("pixel_ratio", "graft"):
+        readers.append(f"mix.mask={cfg.mask}")
+    if cfg.selection not in (None, "random"):
+        readers.append(f"mix.selection={cfg.selection}")
+    if PAIRINGS.get(cfg.pairing).needs_distance:
+        readers.append(f"mix.pairing={cfg.pairing}")
+    if cfg.label == "saliency_mass":
+        readers.append("mix.label=saliency_mass")
+    return readers
+
+
 def _check_combination(cfg: MixConfig) -> None:
     if cfg.mask is None:
         return
-    needs_saliency = []
-    if cfg.mask in ("pixel_ratio", "graft"):
-        needs_saliency.append(f"mix.mask={cfg.mask}")
-    if cfg.selection not in (None, "random"):
-        needs_saliency.append(f"mix.selection={cfg.selection}")
-    if PAIRINGS.get(cfg.pairing).needs_distance:
-        needs_saliency.append(f"mix.pairing={cfg.pairing}")
-    if cfg.label == "saliency_mass":
-        needs_saliency.append("mix.label=saliency_mass")
+    needs_saliency = saliency_readers(cfg)
     if cfg.saliency == "none" and needs_saliency:
         raise ValueError(
             f"{', '.join(needs_saliency)} needs a saliency detector but mix.saliency is 'none'; "

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import labels as label_rules
-from .config import MixConfig, resolve_mix_config
+from .config import MixConfig, resolve_mix_config, saliency_readers
 from .lam import parse_lam
 from .masks import blend_pairs, box_mask, graft_weight, paste_boxes, pixel_ratio_weight
 from .ops import check_images, check_range, gaussian_blur, normalize_sum
@@ -91,15 +91,11 @@ class Mixer:
             raise ValueError(f"label_smoothing must be in [0,1), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
         self._checked = False
-
-    @property
-    def uses_saliency(self) -> bool:
-        """Whether anything in this configuration reads a saliency map (else none is computed)."""
         cfg = self.config
-        if cfg.saliency in (None, "none") or cfg.mask is None:
-            return False
-        return (cfg.mask in ("pixel_ratio", "graft") or (cfg.selection not in (None, "random"))
-                or PAIRINGS.get(cfg.pairing).needs_distance or cfg.label == "saliency_mass")
+        #: whether anything in this configuration reads a saliency map (else none is computed)
+        self.uses_saliency = cfg.saliency not in (None, "none") and bool(saliency_readers(cfg))
+        #: whether that saliency needs the model (`gradient`)
+        self.needs_model = self.uses_saliency and SALIENCY.get(cfg.saliency).needs_model
 
     def __repr__(self) -> str:
         return f"Mixer({self.config.as_dict()}, label_smoothing={self.label_smoothing})"
@@ -191,8 +187,7 @@ class Mixer:
         if generator.device.type != "cpu":
             raise ValueError(f"generator must be a CPU torch.Generator (parameters are drawn on the host), "
                              f"got one on {generator.device}")
-        if self.config.mixes and self.uses_saliency and SALIENCY.get(self.config.saliency).needs_model \
-                and model is None:
+        if self.config.mixes and self.needs_model and model is None:
             raise ValueError(f"mix.saliency={self.config.saliency} needs the model: call mixer(images, labels, ..., "
                              "model=model)")
         self._checked = self._checked or check
@@ -213,7 +208,7 @@ class Mixer:
         dev = images.device
         b, _, h, w = images.shape
         pairing = PAIRINGS.get(cfg.pairing)
-        one_map_only = cfg.scope == "per_batch" and not pairing.needs_distance and cfg.label != "saliency_mass"
+        one_map_only = cfg.scope == "per_batch"  # the config rejects per_batch with distance pairing / saliency_mass
 
         def detect(x: Tensor, t: Tensor | None) -> Tensor:
             return saliency_map(cfg.saliency, x, model=model, targets=t, saliency_input=cfg.saliency_input or "uint8")

@@ -51,10 +51,9 @@ def _windows(length: int) -> tuple[Tensor, Tensor]:
 
 @lru_cache(maxsize=64)
 def _scales(height: int, width: int, device: torch.device,
-            dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+            dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Band matrices of the DISTINCT scales for an HxW image: rows (s,H,H), cols (s,W,W), area - 1
-    (s,H,W), and each distinct scale's multiplicity (1,s,1,1) among the six half-sizes (None when
-    all six are distinct)."""
+    (s,H,W), and each distinct scale's multiplicity (s,) float32 among the six half-sizes."""
     (ylo, yhi), (xlo, xhi) = _windows(height), _windows(width)
     keys = [(tuple(ylo[k].tolist()), tuple(yhi[k].tolist()), tuple(xlo[k].tolist()), tuple(xhi[k].tolist()))
             for k in range(len(HALF_SIZES))]
@@ -65,8 +64,7 @@ def _scales(height: int, width: int, device: torch.device,
     rows = ((iy >= ylo[pick, :, None]) & (iy < yhi[pick, :, None])).to(dtype)
     cols = ((ix >= xlo[pick, :, None]) & (ix < xhi[pick, :, None])).to(dtype)
     area_m1 = ((yhi - ylo)[pick, :, None] * (xhi - xlo)[pick, None, :] - 1).to(torch.float32)
-    weight = None if bool((weight == 1).all()) else weight.view(1, -1, 1, 1).to(device)
-    return rows.to(device), cols.to(device), area_m1.to(device), weight
+    return rows.to(device), cols.to(device), area_m1.to(device), weight.to(device)
 
 
 def _exact_matmul_dtype(device: torch.device) -> torch.dtype:
@@ -103,9 +101,8 @@ def _fine_grained_u8(gray: Tensor) -> Tensor:
     t = torch.sub(g, box, out=box).trunc_().view(s, -1)  # trunc(g - surround): on where > 0, -off where < 0
     # sums over the scales as matrix-vector products: integers |t| <= 255 times multiplicities <= 6
     # are exact even in TF32/bf16 inputs, and accumulate exactly in float32
-    mult = torch.ones(s, dtype=t.dtype, device=t.device) if weight is None else weight.view(s).to(t.dtype)
-    total = mult @ t  # ON - OFF
-    on = mult @ t.clamp_min_(0)
+    total = weight @ t  # ON - OFF
+    on = weight @ t.clamp_min_(0)
     off = on - total
     on, off = on.view(h, b, w).transpose(0, 1), off.view(h, b, w).transpose(0, 1)
     on8, off8 = _scale_to_255(on), _scale_to_255(off)
@@ -127,4 +124,4 @@ def fine_grained(images: Tensor, *, saliency_input: str = "uint8", **_: object) 
     b, h, w = gray.shape
     step = max(1, _CHUNK_ELEMS // (len(HALF_SIZES) * h * w))
     maps = [_fine_grained_u8(gray[i : i + step]) for i in range(0, b, step)]
-    return (torch.cat(maps) / 255.0).float()
+    return (maps[0] if len(maps) == 1 else torch.cat(maps)).div_(255.0).float()

@@ -10,6 +10,8 @@ an all-zero map instead of normalised noise.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from torch import Tensor
 
@@ -26,12 +28,17 @@ MIN_CONTRAST = 1e-4
 BINOMIAL5 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 
 
+@lru_cache(maxsize=16)
+def _lab_constants(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The RGB->XYZ matrix and the D65 white point on `device` (copied there once, not per batch)."""
+    return torch.tensor(_RGB_TO_XYZ, dtype=dtype, device=device), torch.tensor(WHITE_D65, dtype=dtype, device=device)
+
+
 def rgb_to_lab(images: Tensor) -> Tensor:
     """(B,3,H,W) sRGB in [0,1] -> (B,3,H,W) CIELAB (L in [0,100])."""
     x = images.float()
     lin = torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-    m = torch.tensor(_RGB_TO_XYZ, dtype=x.dtype, device=x.device)
-    white = torch.tensor(WHITE_D65, dtype=x.dtype, device=x.device)
+    m, white = _lab_constants(x.dtype, x.device)
     xyz = torch.einsum("ij,bjhw->bihw", m, lin) / white[None, :, None, None]
     eps = (6.0 / 29.0) ** 3
     f = torch.where(xyz > eps, xyz.clamp_min(eps) ** (1.0 / 3.0), xyz / (3 * (6.0 / 29.0) ** 2) + 4.0 / 29.0)

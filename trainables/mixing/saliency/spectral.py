@@ -52,8 +52,7 @@ def spectral_residual(images: Tensor, *, saliency_input: str = "uint8", **_: obj
     nonzero = mag > 0
     rescaled = spec * torch.where(nonzero, residual / mag.clamp_min(1e-30), 0.0) + torch.where(nonzero, 0.0, residual)
     back = gaussian_blur(_abs(torch.fft.ifft2(rescaled, norm="forward")), 5, 8.0, "reflect")
-    back = back * back
-    back = back / back.amax(dim=(-2, -1), keepdim=True)
+    back = normalize_max(back * back)
     return resize(back, (h, w)).clamp_(0.0, 1.0)
 
 
