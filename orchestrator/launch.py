@@ -145,15 +145,16 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
     # trials checkpoint every epoch and Tune keeps 2, so it snapshots its state often by design:
     # silence that warning (the one about a snapshot that is actually slow stays on)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    _quiet_about_full_disks("ray.tune.execution.experiment_state")
     try:
-        if address:
-            ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=True)
-    except (ConnectionError, ValueError, RuntimeError) as exc:
-        raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
-    record_driver(paths, address)
-    try:
+        try:
+            if address:
+                ray.init(address=address, log_to_driver=True)
+            else:
+                ray.init(include_dashboard=False, log_to_driver=True)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
+        record_driver(paths, address)
         yield
     finally:
         local = [] if address else _children()
@@ -163,6 +164,21 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
         _, alive = _wait_gone(local, timeout=15.0)
         stop_processes(alive)
         paths.driver.unlink(missing_ok=True)
+
+
+def _quiet_about_full_disks(logger_name: str) -> None:
+    """Drop a logger's tracebacks of a full disk: the driver reports that once, with where and what to do."""
+    import logging
+
+    from trainables.checkpoint import disk_full
+
+    logger = logging.getLogger(logger_name)
+    if not any(getattr(f, "mixsweep", False) for f in logger.filters):
+        def keep(record: logging.LogRecord) -> bool:
+            return not (record.exc_info and disk_full(record.exc_info[1]))
+
+        keep.mixsweep = True
+        logger.addFilter(keep)
 
 
 def _children() -> list:
@@ -180,19 +196,59 @@ def _wait_gone(procs: list, timeout: float) -> tuple[list, list]:
     return psutil.wait_procs(procs, timeout=timeout) if procs else ([], [])
 
 
-@contextmanager
-def sigterm_as_sigint() -> Iterator[None]:
-    """Tune stops gracefully on SIGINT; make SIGTERM (schedulers, `kill`) do the same."""
-    previous = signal.getsignal(signal.SIGTERM)
+class StopNow(KeyboardInterrupt):
+    """A second Ctrl+C / SIGTERM: stop at once, without waiting for Tune to wind the trials down."""
 
-    def forward(signum, frame):
-        os.kill(os.getpid(), signal.SIGINT)
 
-    signal.signal(signal.SIGTERM, forward)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class StopSignals:
+    """Ctrl+C (SIGINT) and SIGTERM while a sweep runs, the same for both.
+
+    The first one stops gracefully: inside `Tuner.fit` it is handed to Tune (its SIGUSR1 handler; its
+    own SIGINT handler is off), which ends the trials after a last experiment checkpoint. The next one,
+    or one that comes when no Tune run is under way, raises `StopNow`. After that (`hold()`, also called
+    when the launch ends) every further signal is only acknowledged: shutting Ray down and closing the
+    MLflow runs always run to their end, so no Ray process is orphaned, no run stays RUNNING, and no
+    KeyboardInterrupt escapes from a clean-up or an atexit hook.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, out) -> None:
+        self.out, self.graceful, self.holding = out, False, False
+
+    def __enter__(self) -> StopSignals:
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune hears a stop through SIGUSR1, from us
+        self._previous = {sig: signal.getsignal(sig) for sig in (*self.SIGNALS, signal.SIGUSR1)}
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def hold(self) -> None:
+        """From now on, signals do not interrupt: the clean-up runs to its end."""
+        self.holding = True
+
+    def _say(self, text: str) -> None:
+        print(f"[mixsweep] {text}", file=self.out, flush=True)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.holding:
+            self._say("already stopping: shutting Ray down and closing the MLflow runs, please wait (kill -9 would "
+                      "leave them open)")
+            return
+        tune_handler = signal.getsignal(signal.SIGUSR1)
+        if not self.graceful and callable(tune_handler) and tune_handler is not self._previous[signal.SIGUSR1]:
+            self.graceful = True
+            self._say(f"{signal.Signals(signum).name}: stopping; running trials keep their last checkpoint "
+                      "(Ctrl+C again to stop at once)")
+            tune_handler(signum, frame)
+            return
+        self.holding = True
+        self._say(f"{signal.Signals(signum).name}: stopping now")
+        raise StopNow
 
 
 def _scheduler(spec):
@@ -228,6 +284,20 @@ def _search(spec, meta: dict[str, Any]):
         spec.search.num_trials
 
 
+def _fatal_stopper(progress):
+    """A Tune stopper that ends the whole experiment once a trial reported a fatal problem (a full disk)."""
+    from ray.tune import Stopper
+
+    class StopOnFatal(Stopper):
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            return progress.fatal is not None
+
+    return StopOnFatal()
+
+
 def build_tuner(plan: LaunchPlan, progress):
     from ray import tune
 
@@ -240,6 +310,7 @@ def build_tuner(plan: LaunchPlan, progress):
                                   resume_unfinished=True, resume_errored=True)
     run_config = tune.RunConfig(
         name=plan.launch_name, storage_path=str(plan.paths.ray), verbose=0, callbacks=[progress],
+        stop=_fatal_stopper(progress),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
@@ -257,10 +328,13 @@ def build_tuner(plan: LaunchPlan, progress):
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def run_plan(plan: LaunchPlan, progress) -> bool:
+def run_plan(plan: LaunchPlan, progress, signals: StopSignals) -> bool:
     """Run one launch; returns True when every trial ended, False when it was stopped (SIGINT/SIGTERM)."""
-    with ray_connection(plan.address, plan.paths), sigterm_as_sigint():
-        results = build_tuner(plan, progress).fit()
+    with ray_connection(plan.address, plan.paths):
+        try:
+            results = build_tuner(plan, progress).fit()
+        finally:
+            signals.hold()  # Ray's shutdown and the MLflow settle that follow are not to be cut short
     if results.num_errors:
         print(f"[mixsweep] {results.num_errors} trial(s) ended with an error after retries", file=sys.stderr)
     expected = len(plan.trials) if plan.trials else plan.spec.search.num_trials
@@ -271,6 +345,29 @@ def run_plan(plan: LaunchPlan, progress) -> bool:
         return result.error is not None or bool(metrics.get("done")) or metrics.get("trial_id") in stopped
 
     return len(results) >= expected and all(ended(r) for r in results)
+
+
+def check_data(configs: list[dict[str, Any]], address: str | None, out) -> None:
+    """Fail fast on data files a trial would not find: each distinct file dataset of `configs` is opened
+    once here, before Ray starts (UserError naming what is missing). On a cluster (`address`) the data
+    may live on the worker nodes only, so a problem is a warning there; each trial still fails at once,
+    without retries, with the reason the driver prints."""
+    from trainables.config import validate_config
+    from trainables.data import build_dataset, dataset_options
+
+    seen = set()
+    for config in configs:
+        cfg = validate_config(config)
+        key = (cfg.dataset, json.dumps(cfg.data, sort_keys=True, default=str))
+        if key in seen or "root" not in dataset_options(cfg.dataset):  # procedural datasets read no files
+            continue
+        seen.add(key)
+        try:
+            build_dataset(cfg.dataset, **cfg.data)
+        except (ValueError, TypeError, OSError) as exc:
+            if not address:
+                raise UserError(str(exc)) from None
+            print(f"[mixsweep] warning: on this machine (the trials check it on theirs): {exc}", file=out)
 
 
 def trial_meta(spec, paths: SweepPaths, tracking_uri: str, experiment_id: str, sweep_run_id: str,

@@ -48,6 +48,7 @@ class Progress(Callback):
     out: TextIO | None = None  #: default: sys.stderr at print time
     on_start: Callable[[], None] | None = None  #: called when a trial starts (the driver refreshes driver.json)
     rows: dict[str, Row] = field(default_factory=dict)  #: trial_id -> row
+    fatal: str | None = None  #: a trial's reason to stop the whole sweep (a full disk)
     _last_print: float = 0.0
 
     def _row(self, trial) -> Row:
@@ -77,6 +78,9 @@ class Progress(Callback):
             row.final = float(result[self.metric])
         if result.get("error"):
             row.error = str(result["error"])
+        if result.get("fatal") and self.fatal is None:
+            self.fatal = str(result["fatal"])
+            print(f"[mixsweep] {row.name}: {self.fatal}; stopping the sweep", file=self.out or sys.stderr, flush=True)
         row.node = str(result.get("node_id", ""))[:8]
         if result.get("run_hash") and not row.run_hash:  # sampled trials know their identity only now
             row.run_hash = str(result["run_hash"])
@@ -91,7 +95,7 @@ class Progress(Callback):
             row.status = "STOPPED"
         else:
             row.status = "FINISHED"
-        what = f"{self.metric} {row.final:.2f}" if row.final is not None else row.error
+        what = f"{self.metric} {row.final:.2f}" if row.final is not None and not row.error else row.error
         if row.status == "STOPPED":
             what = f"stopped early after epoch {row.epoch}/{row.epochs}"
         print(f"[mixsweep] {row.status.lower()}: {row.name}  ({what})", file=self.out or sys.stderr, flush=True)

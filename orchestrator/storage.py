@@ -118,9 +118,20 @@ def load_state(paths: SweepPaths) -> dict[str, Any]:
         listing = f"; sweeps in {paths.storage}: {', '.join(known)}" if known else f"; {paths.storage} holds no sweep"
         raise UserError(f"unknown sweep {paths.name!r}{listing}")
     try:
-        return json.loads(paths.state.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{paths.state} is unreadable ({exc}); it was written by `mixsweep run`") from None
+        state = json.loads(paths.state.read_text())
+    except (OSError, ValueError) as exc:
+        state, why = None, f"{type(exc).__name__}: {str(exc)[:200]}"
+    else:
+        why = "not a sweep state" if not isinstance(state, dict) or "trials" not in state else ""
+    if why:
+        raise DamagedState(f"{paths.state} cannot be read ({why}). `mixsweep run` rebuilds it: mixsweep run "
+                           f"{paths.spec} --storage {paths.storage} (with the --tracking-uri the sweep used, unless it "
+                           "was the default); trials that finished are kept and not run again")
+    return state
+
+
+class DamagedState(UserError):
+    """sweep.json exists but cannot be read; `mixsweep run` rebuilds it."""
 
 
 def save_state(paths: SweepPaths, state: dict[str, Any]) -> None:

@@ -8,7 +8,9 @@ or a stop launches only what is left. One lock per sweep keeps two drivers off t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import re
 import shutil
 import sys
@@ -17,11 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from trainables.checkpoint import disk_full
+
 from . import tracking
 from .errors import UserError
 from .expand import Trial, expand, is_grid
 from .launch import (
     LaunchPlan,
+    StopSignals,
+    check_data,
     check_no_live_driver,
     leftover_ray_processes,
     per_epoch_metric,
@@ -32,7 +38,7 @@ from .launch import (
     trial_state,
 )
 from .spec import SweepSpec, load_spec
-from .storage import SweepPaths, load_state, save_state, sweep_lock, sweep_paths
+from .storage import DamagedState, SweepPaths, load_state, save_state, sweep_lock, sweep_paths
 from .sync import collect, sync_trials
 
 RESUME_HINT = "mixsweep resume {name} --storage {storage}"
@@ -166,8 +172,28 @@ def _needs_sync(run) -> bool:
 
 def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: str | None,
                  retry_failed: bool = False, out: TextIO | None = None) -> int:
-    """Run what is left of `spec` in `paths`; returns the exit code (0 done, 1 failures, 130 stopped)."""
-    out = out or sys.stderr
+    """Run what is left of `spec` in `paths`; returns the exit code (0 done, 1 failures, 130 stopped).
+
+    A full disk (the storage, the tracking store, a trial's folder) stops the sweep with one UserError
+    naming the place; the trials keep their last checkpoint, and `resume` continues once there is room.
+    """
+    try:
+        return _launch(spec, paths, tracking_uri=tracking_uri, address=address, retry_failed=retry_failed,
+                       out=out or sys.stderr)
+    except Exception as exc:
+        if not disk_full(exc):
+            raise
+        where = exc.filename if isinstance(exc, OSError) and exc.filename else paths.storage
+        raise UserError(_no_space(spec, paths, f"no space left on {where}")) from None
+
+
+def _no_space(spec: SweepSpec, paths: SweepPaths, what: str) -> str:
+    return (f"{what}; the sweep stopped and its trials keep their last checkpoint. Free some space, then: "
+            f"{RESUME_HINT.format(name=spec.name, storage=paths.storage)}")
+
+
+def _launch(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: str | None, retry_failed: bool,
+            out: TextIO) -> int:
     check_address(address)
     grid = is_grid(spec)
     if not grid or spec.scheduler == "asha":
@@ -183,13 +209,14 @@ def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, addre
     with sweep_lock(paths, "run"):
         _cleanup_leftovers(paths, out)
         client, exp_id, sweep_run = _tracking(spec, paths, tracking_uri)
-        old = load_state(paths) if paths.state.exists() else {}
+        old = _previous_state(paths, out)
         trials = expand(spec) if grid else []
         runs = {r.data.tags.get(tracking.TAG_RUN_HASH): r for r in tracking.trial_runs(client, exp_id, spec.name)}
         stopped = set(old.get("stopped", [])) if spec.scheduler == "asha" else set()
         plan = classify(trials, paths, tracking.finished_hashes(runs.values()), stopped, retry_failed)
         _retire(paths, client, runs, plan.retry, out)
-        launches = int(old.get("launches", 0))
+        launches = max([int(old.get("launches", 0))] + [int(p.name[7:]) for p in paths.ray.glob("launch-[0-9]*")
+                                                         if p.name[7:].isdigit()])
         state = {"name": spec.name, "source": spec.source, "spec_hash": spec_hash(spec),
                  "tracking_uri": tracking_uri, "experiment_id": exp_id, "sweep_run_id": sweep_run,
                  "metric": spec.metric, "mode": spec.mode, "address": address or "", "launches": launches,
@@ -202,7 +229,7 @@ def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, addre
         save_state(paths, state)
         stale = {t.run_hash for t in plan.finished + plan.failed if _needs_sync(runs.get(t.run_hash))}
         if stale:  # e.g. killed between final.json and closing its MLflow run
-            sync_trials(paths, state, only=stale)
+            sync_trials(paths, state, only=stale, launched={t.run_hash: t.config for t in trials}, out=out)
         if grid:
             print(f"[mixsweep] sweep {spec.name}: {len(trials)} trials ({spec.num_arms()} arms x "
                   f"{len(spec.seeds)} seeds) - {len(plan.finished)} finished, {len(plan.failed)} failed earlier"
@@ -220,6 +247,11 @@ def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, addre
             restore = (paths.ray / name).exists() and tune.Tuner.can_restore(str(paths.ray / name))
             print(f"[mixsweep] sweep {spec.name}: {spec.search.algorithm} search, {spec.search.num_trials} trials"
                   f"{' (restoring the search)' if restore else ''}", file=out)
+        try:
+            check_data([t.config for t in plan.todo] or [spec.base_config(resolved=True)], address, out)
+        except UserError:
+            client.set_terminated(sweep_run, "FAILED")
+            raise
         state["launches"] = launches + 1
         save_state(paths, state)
         from .progress import Progress
@@ -227,21 +259,62 @@ def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, addre
         meta = trial_meta(spec, paths, tracking_uri, exp_id, sweep_run, tracking.git_commit())
         progress = Progress(metric=spec.metric, names={t.run_hash: t.name for t in plan.todo}, out=out,
                             on_start=lambda: record_driver(paths, address))
-        try:
-            completed = run_plan(LaunchPlan(spec, paths, plan.todo, meta, address, name, restore), progress)
-        except BaseException:
-            _settle_safely(spec, paths, client, exp_id, sweep_run, progress, False, out)  # no run left RUNNING
-            raise
-        return _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, out)
+        configs = {t.run_hash: t.config for t in plan.todo}
+        with StopSignals(out) as signals:
+            try:
+                completed = run_plan(LaunchPlan(spec, paths, plan.todo, meta, address, name, restore), progress,
+                                     signals)
+            except BaseException as exc:
+                signals.hold()
+                if not disk_full(exc):
+                    _settle_safely(spec, paths, client, exp_id, sweep_run, progress, False, configs, out=out)
+                else:  # no run left RUNNING, where the disk allows; the one message is the UserError that follows
+                    _settle_quietly(spec, paths, client, exp_id, sweep_run, progress, configs)
+                raise
+            if progress.fatal:  # a trial hit a full disk: Tune stopped every trial
+                _settle_quietly(spec, paths, client, exp_id, sweep_run, progress, configs)
+                raise UserError(_no_space(spec, paths, progress.fatal))
+            return _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, configs, out=out)
 
 
-def _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, out, attempts: int = 3) -> int:
+def _settle_quietly(spec, paths, client, exp_id, sweep_run, progress, configs) -> None:
+    """Settle a stopped launch as far as a full disk allows, printing nothing (MLflow's logger included)."""
+    import logging
+
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            _settle(spec, paths, client, exp_id, sweep_run, progress, False, configs, io.StringIO())
+    except Exception:  # noqa: BLE001, S110 - best effort: resume settles the rest once there is room
+        pass
+    finally:
+        logger.setLevel(level)
+
+
+def _previous_state(paths: SweepPaths, out: TextIO) -> dict[str, Any]:
+    """sweep.json of an earlier run, {} when there is none; a damaged one is rebuilt by this run."""
+    if not paths.state.exists():
+        return {}
+    try:
+        return load_state(paths)
+    except DamagedState as exc:
+        print(f"[mixsweep] warning: {str(exc).split('. ')[0]}; rebuilding it from the spec and the trials' folders",
+              file=out)
+        return {}
+
+
+def _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, configs, *, out,
+                   attempts: int = 3) -> int:
     """`_settle`, surviving a tracking store that fails for a moment or went away during the sweep."""
     for attempt in range(1, attempts + 1):
         try:
-            return _settle(spec, paths, client, exp_id, sweep_run, progress, completed, out)
+            return _settle(spec, paths, client, exp_id, sweep_run, progress, completed, configs, out)
         except Exception as exc:  # noqa: BLE001 - MLflow failing here costs nothing: results are in the storage
             error = f"{type(exc).__name__}: {str(exc)[:300]}"
+            if disk_full(exc):  # no retry helps; the caller says where
+                raise
             if attempt < attempts:  # _settle is idempotent: a busy sqlite file or a restarting server may recover
                 print(f"[mixsweep] updating MLflow failed ({error}); trying again ({attempt}/{attempts - 1})",
                       file=out)
@@ -255,7 +328,7 @@ def _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, 
 
 
 def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: str, progress, completed: bool,
-            out: TextIO) -> int:
+            configs: dict[str, dict[str, Any]], out: TextIO) -> int:
     """After a launch: settle every trial's MLflow run from its results, record ASHA stops, summarise."""
     state = load_state(paths)
     hint = RESUME_HINT.format(name=spec.name, storage=paths.storage)
@@ -273,17 +346,17 @@ def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: 
                   else ("KILLED", f"sweep stopped; resume with: {hint}"))
     launched = {r.run_hash for r in progress.rows.values() if r.run_hash} or set(collect(paths))
     stale = {h for h in launched - set(early) if _needs_sync(runs.get(h))}  # runs the trials did not close
-    sync_trials(paths, state, only=stale, unfinished=unfinished)  # what each trial's results say
+    sync_trials(paths, state, only=stale, unfinished=unfinished, launched=configs, out=out)  # the trials' results
     tracking.mark_unfinished(client, tracking.trial_runs(client, exp_id, spec.name), *unfinished)  # no results yet
     if not is_grid(spec):  # a search's trials are known only once sampled
         state["trials"] = [{"run_hash": h, "config_hash": "", "name": r.meta.get("run_name", f"trial-{h[:8]}"),
                             "seed": r.config.get("seed", 0), "levels": {k: r.config.get(k) for k in spec.search.space}}
                            for h, r in sorted(collect(paths).items())]
+    save_state(paths, state)  # before anything is printed: a retry of this function prints it once
     if not completed:
         running = sum(r.status == "RUNNING" for r in progress.rows.values())
         print(f"[mixsweep] stopped: {running} running trial(s) keep their last checkpoint and are marked KILLED in "
               "MLflow", file=out)
-    save_state(paths, state)
     counts = count_states(paths, state["trials"])
     ended_early = set(state["stopped"]) & {t["run_hash"] for t in state["trials"]}
     remaining = counts["partial"] + counts["new"] - len(ended_early)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import yaml
-
-from trainables.checkpoint import FAILED_MARKER, read_metrics
+from trainables.checkpoint import CONFIG_FILE, FAILED_MARKER, read_metrics
 
 from . import tracking
 from .errors import UserError
@@ -35,6 +34,7 @@ class TrialRecord:
     epochs: dict[int, dict[str, Any]] = field(default_factory=dict)
     final: dict[str, float] | None = None
     error: str | None = None
+    config_file: Path | None = None  #: the workdir's config.yaml, read only when needed
 
 
 def _record(records: dict[str, TrialRecord], run_hash: str) -> TrialRecord:
@@ -60,8 +60,8 @@ def collect(paths: SweepPaths) -> dict[str, TrialRecord]:
             rec = _record(records, run_hash)
             rec.config = rec.config or dict(trial.get("config") or {})
             rec.meta = rec.meta or dict(trial.get("meta") or {})
-            if result.get("diverged"):
-                rec.error = str(result.get("error", "diverged"))
+            if result.get("failed") or result.get("diverged"):  # `diverged`: results of older versions
+                rec.error = str(result.get("error", "failed"))
             elif "epoch" in result and "test/top1_err" in result:
                 metrics = {k: v for k, v in result.items() if k not in bookkeeping}
                 rec.epochs.setdefault(int(result["epoch"]), metrics)
@@ -70,40 +70,87 @@ def collect(paths: SweepPaths) -> dict[str, TrialRecord]:
                                  if k.startswith(("final/", "best/", "robust/", "cost/"))}
     for workdir in sorted(paths.trials.glob("*")):  # workdirs on this machine complete the picture
         rec = _record(records, workdir.name)
-        if (workdir / "config.yaml").exists() and not rec.config:
-            rec.config = yaml.safe_load((workdir / "config.yaml").read_text()) or {}
+        if (workdir / CONFIG_FILE).exists() and not rec.config:
+            rec.config_file = workdir / CONFIG_FILE
         for m in read_metrics(workdir):
             rec.epochs.setdefault(int(m["epoch"]), m)
-        if (workdir / "final.json").exists():
-            rec.final = json.loads((workdir / "final.json").read_text())
+        final = _read_json(workdir / "final.json")
+        if final:
+            rec.final = final
         if (workdir / FAILED_MARKER).exists():
-            rec.error = json.loads((workdir / FAILED_MARKER).read_text()).get("error", "diverged")
-    return {h: r for h, r in records.items() if r.config and (r.epochs or r.error)}
+            rec.error = str((_read_json(workdir / FAILED_MARKER) or {}).get("error", f"failed ({FAILED_MARKER} is "
+                                                                                     "damaged)"))
+    return {h: r for h, r in records.items() if (r.config or r.config_file) and (r.epochs or r.error)}
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file of a trial's workdir; None when missing, and when damaged (said on stderr)."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        print(f"[mixsweep] {path} cannot be read ({type(exc).__name__}); ignoring it", file=sys.stderr)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def trial_config(rec: TrialRecord, launched: Mapping[str, Mapping[str, Any]]):
+    """The trial's validated config: as Ray recorded it, as the spec launched it, or from its config.yaml.
+
+    Raises ConfigError (naming the file) when none of them validates.
+    """
+    from trainables.config import ConfigError, validate_config
+    from trainables.train import read_config
+
+    errors = []
+    for source, raw in (("its Ray results", rec.config), ("the sweep's spec", launched.get(rec.run_hash))):
+        if raw:
+            try:
+                return validate_config(raw)
+            except ConfigError as exc:
+                errors.append(f"{source}: {exc}")
+    if rec.config_file is not None:
+        try:
+            return validate_config(read_config(rec.config_file))
+        except ConfigError as exc:
+            errors.append(f"{rec.config_file}: {exc}")
+    raise ConfigError("; ".join(errors) or "no config recorded")
 
 
 def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | None = None,
-                skip: set[str] = frozenset(), unfinished: tuple[str, str] | None = None) -> tuple[int, int]:
-    """Replay the trials' results into MLflow; returns (trials synced, epochs back-filled).
+                skip: set[str] = frozenset(), unfinished: tuple[str, str] | None = None,
+                launched: Mapping[str, Mapping[str, Any]] | None = None, out: TextIO | None = None) -> SyncResult:
+    """Replay the trials' results into MLflow.
 
     Args:
         only: run_hashes to sync (default: every trial with results).
         skip: run_hashes not to sync (trials ASHA stopped early keep what the driver recorded).
         unfinished: (status, reason) for trials that neither finished nor failed; None leaves
             their runs as they are (a driver may still be running them).
+        launched: run_hash -> the config the sweep launched it with (grid sweeps), a fallback when
+            the trial's own records cannot be read.
+
+    A trial whose config cannot be read from anywhere is skipped and named (with its folder) in
+    `SyncResult.unreadable`; the others are synced. MLflow failing raises UserError.
     """
-    from trainables.config import ConfigError, trial_hashes, validate_config
+    from trainables.config import ConfigError, trial_hashes
     from trainables.tracking import TrialTracker
 
+    out = out or sys.stderr
     uri = state["tracking_uri"]
     names = {t["run_hash"]: t["name"] for t in state.get("trials", [])}
     records = {h: r for h, r in collect(paths).items() if (only is None or h in only) and h not in skip}
-    logged = 0
+    result = SyncResult()
     for run_hash, rec in sorted(records.items()):
         try:
-            cfg = validate_config(rec.config)
+            cfg = trial_config(rec, launched or {})
         except ConfigError as exc:
-            raise UserError(f"trial {run_hash}: its recorded config no longer validates ({exc}); was it written by "
-                            "another mixsweep version?") from None
+            result.unreadable[run_hash] = str(exc)
+            print(f"[mixsweep] trial {run_hash}: skipped, its config cannot be read ({exc}). Its results stay in "
+                  f"{paths.workdir(run_hash)}; to run it again from scratch, delete that folder and resume",
+                  file=out)
+            continue
         config_hash, _ = trial_hashes(cfg)
         meta = {"sweep": state["name"], "run_hash": run_hash, "config_hash": config_hash, "tracking_uri": uri,
                 "experiment_id": state["experiment_id"], "sweep_run_id": state["sweep_run_id"],
@@ -113,7 +160,8 @@ def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | No
         before = tracker.last_step
         for epoch in sorted(rec.epochs):
             tracker.log_epoch(epoch, rec.epochs[epoch])
-        logged += sum(1 for e in rec.epochs if e > before)
+        result.synced += 1
+        result.epochs += sum(1 for e in rec.epochs if e > before)
         if rec.final and tracker.active and "final/top1_err" not in tracker.client.get_run(tracker.run_id).data.metrics:
             tracker.log_final(max(rec.epochs), rec.final)
         if rec.final:
@@ -124,8 +172,15 @@ def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | No
         elif unfinished is not None:
             tracker.finish(*unfinished)
         if tracker.error:
-            raise UserError(f"MLflow at {uri} failed while syncing: {tracker.error}")
-    return len(records), logged
+            raise UserError(f"MLflow at {uri} failed while syncing: {tracker.error}") from tracker.exception
+    return result
+
+
+@dataclass
+class SyncResult:
+    synced: int = 0  #: trials replayed into MLflow
+    epochs: int = 0  #: epochs back-filled
+    unreadable: dict[str, str] = field(default_factory=dict)  #: run_hash -> why its config cannot be read
 
 
 def sync_sweep(name: str, *, storage: Path, out: TextIO | None = None) -> int:
@@ -138,11 +193,25 @@ def sync_sweep(name: str, *, storage: Path, out: TextIO | None = None) -> int:
     hint = f"not finished; continue with: mixsweep resume {name} --storage {storage}"
     stopped = set(state.get("stopped", []))
     with sweep_lock(paths, "sync"):
-        n, logged = sync_trials(paths, state, skip=stopped, unfinished=("KILLED", hint))
+        result = sync_trials(paths, state, skip=stopped, unfinished=("KILLED", hint), launched=launched_configs(paths),
+                             out=out)
         from .launch import trial_state
 
         ended = all(t["run_hash"] in stopped or trial_state(paths.workdir(t["run_hash"])) in ("finished", "failed")
                     for t in state["trials"])
         tracking.client(uri).set_terminated(state["sweep_run_id"], "FINISHED" if ended else "KILLED")
-    print(f"[mixsweep] synced {n} trial(s) of {name} into {uri}: {logged} epoch(s) back-filled", file=out)
-    return 0
+    print(f"[mixsweep] synced {result.synced} trial(s) of {name} into {uri}: {result.epochs} epoch(s) back-filled"
+          + (f"; {len(result.unreadable)} skipped (see above)" if result.unreadable else ""), file=out)
+    return 1 if result.unreadable else 0
+
+
+def launched_configs(paths: SweepPaths) -> dict[str, dict[str, Any]]:
+    """run_hash -> launch config of a grid sweep, from its saved spec ({} when there is none to read)."""
+    from .expand import expand, is_grid
+    from .spec import load_spec
+
+    try:
+        spec = load_spec(paths.spec)
+    except UserError:
+        return {}
+    return {t.run_hash: t.config for t in expand(spec)} if is_grid(spec) else {}

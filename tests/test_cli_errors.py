@@ -119,7 +119,7 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("ui-unknown", ["ui", "nosuch", "--storage", str(tmp)], r"unknown sweep 'nosuch'"),
         ("resume-escaping-name", ["resume", "../../etc", "--storage", str(tmp)], r"not allowed"),
         ("status-missing-storage", ["status", "x", "--storage", str(tmp / "absent")], r"does not exist"),
-        ("status-corrupt-state", ["status", "corrupt", "--storage", str(tmp)], r"unreadable"),
+        ("status-corrupt-state", ["status", "corrupt", "--storage", str(tmp)], r"sweep.json cannot be read .*`mixsweep run` rebuilds it: mixsweep run \S*spec.yaml"),
         ("report-storage-is-file", ["report", "x", "--storage", str(a_file)], r"is a file"),
         ("validate-missing", ["validate", str(tmp / "missing.yaml")], r"missing.yaml"),
         ("preview-bad-preset", ["preview", "--presets", "cutmixx", "--out", str(tmp / "p.png")], r"did you mean"),

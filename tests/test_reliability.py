@@ -62,25 +62,77 @@ def test_driver_sigkill_then_resume(tmp_path):
         assert snapshot(workdir) == before
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_graceful_stop_then_resume(tmp_path, sig):
-    spec = write_spec(tmp_path / "s.yaml", "stopped", epochs=3, factors="mix.preset: [none, cutmix]")
+def trials_started(storage, name: str) -> int:
+    """Trials whose process wrote its config.yaml: it is in its first epoch or later."""
+    return len(list((storage / name / "trials").glob("*/config.yaml")))
+
+
+@pytest.mark.parametrize("sig,when", [(signal.SIGINT, "first-epoch"), (signal.SIGINT, "later"),
+                                      (signal.SIGTERM, "later")], ids=["SIGINT-first-epoch", "SIGINT", "SIGTERM"])
+def test_graceful_stop_then_resume(tmp_path, sig, when):
+    spec = write_spec(tmp_path / "s.yaml", "stopped", epochs=3, factors="mix.preset: [none, cutmix]",
+                      train_size=1536 if when == "first-epoch" else 768)
     storage = tmp_path / "runs"
     log = tmp_path / "run.log"
     proc = start("run", str(spec), "--storage", str(storage), log=log)
-    wait_for(lambda: epochs_logged(storage, "stopped") >= 2, what="some epochs", proc=proc)
+    if when == "first-epoch":  # the trials have started and not one epoch has ended
+        wait_for(lambda: trials_started(storage, "stopped") >= 1, what="a trial in its first epoch", proc=proc)
+        assert epochs_logged(storage, "stopped") == 0
+    else:
+        wait_for(lambda: epochs_logged(storage, "stopped") >= 2, what="some epochs", proc=proc)
     proc.send_signal(sig)
     assert proc.wait(timeout=120) == 130
     out = log.read_text()
-    assert "Traceback" not in out, out[-4000:]
+    assert "Traceback" not in out and "could not be updated" not in out, out[-4000:]
     assert "keep their last checkpoint and are marked KILLED" in out, out[-4000:]
     assert f"to continue: mixsweep resume stopped --storage {storage}" in out, out[-4000:]
     runs = trial_runs(sqlite_uri(storage), "stopped")
-    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"], [r.info.status for r in runs]
     assert any(r.info.status == "KILLED" for r in runs)
+    synced = run("sync", "stopped", "--storage", str(storage))  # what the stop hint offers works too
+    assert synced.returncode == 0, synced.stderr[-4000:]
     resumed = run("resume", "stopped", "--storage", str(storage))
     assert resumed.returncode == 0, resumed.stderr[-4000:]
-    assert_complete(sqlite_uri(storage), "stopped", n_trials=4, epochs=3)
+    runs = assert_complete(sqlite_uri(storage), "stopped", n_trials=4, epochs=3)
+    assert not [r.info.run_name for r in runs if "mixsweep.error" in r.data.tags]  # no stale reason of the stop
+
+
+def session_processes(sid: int) -> list:
+    """Live processes of process session `sid` (the driver's: Ray's processes are in it unless they escaped)."""
+    import os
+
+    import psutil
+
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def test_repeated_ctrl_c_stops_now_cleanly(tmp_path):
+    """Ctrl+C three times: the second one means stop now; still no traceback, exit 130, runs KILLED, no orphans."""
+    spec = write_spec(tmp_path / "s.yaml", "impatient", epochs=3, factors="mix.preset: [none, cutmix]")
+    storage = tmp_path / "runs"
+    log = tmp_path / "run.log"
+    proc = start("run", str(spec), "--storage", str(storage), log=log)
+    wait_for(lambda: epochs_logged(storage, "impatient") >= 1, what="an epoch", proc=proc)
+    for _ in range(3):
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+    assert proc.wait(timeout=120) == 130, log.read_text()[-4000:]
+    out = log.read_text()
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-4000:]
+    assert "stopping now" in out and f"mixsweep resume impatient --storage {storage}" in out, out[-4000:]
+    wait_for(lambda: not session_processes(proc.pid), timeout=30, what="the driver's processes to end")
+    runs = trial_runs(sqlite_uri(storage), "impatient")
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"], [r.info.status for r in runs]
+    resumed = run("resume", "impatient", "--storage", str(storage))
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert_complete(sqlite_uri(storage), "impatient", n_trials=4, epochs=3)
 
 
 def test_lost_worker_node(tmp_path):

@@ -9,6 +9,7 @@ temporary name and renamed, so a kill during a write never leaves a torn checkpo
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -26,10 +27,11 @@ def checkpoint_path(folder: Path, epoch: int) -> Path:
     return folder / f"epoch_{epoch:04d}.pt"
 
 
-#: written into a trial's workdir when the trial diverges
+#: written into a trial's workdir when the trial failed for good (diverged, or cannot start)
 FAILED_MARKER = "failed.json"
+CONFIG_FILE = "config.yaml"
 #: the workdir files that travel with every checkpoint reported to Ray (and back on a restore)
-RESULT_FILES = ("final.json", "config.yaml", "metrics.jsonl")
+RESULT_FILES = ("final.json", CONFIG_FILE, "metrics.jsonl")
 
 
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
@@ -40,8 +42,39 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+#: errno values of a full disk or an exhausted quota
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException | None) -> bool:
+    """Was `exc` (or anything in its chain of causes) caused by a full disk? ENOSPC / EDQUOT, or sqlite's
+    SQLITE_FULL (an MLflow sqlite store on a full disk)."""
+    import sqlite3
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return True
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or disk_full(getattr(exc, "orig", None)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _no_space_left(folder: Path) -> bool:
+    try:
+        return os.statvfs(folder).f_bavail == 0
+    except OSError:
+        return False
+
+
 def atomic_write_bytes(path: Path, write) -> None:
-    """Write via `write(fileobj)` to a temporary file in the same folder, fsync, then rename."""
+    """Write via `write(fileobj)` to a temporary file in the same folder, fsync, then rename.
+
+    A write that fails because the file system is full raises OSError(ENOSPC) naming `path`, whatever
+    the writer raised (torch.save, for one, reports it as a RuntimeError).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -50,8 +83,11 @@ def atomic_write_bytes(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        full = isinstance(exc, Exception) and not disk_full(exc) and _no_space_left(path.parent)
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
         raise
 
 
@@ -91,13 +127,35 @@ def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> dict[
 
 
 def read_metrics(workdir: Path) -> list[dict[str, Any]]:
-    """The epoch lines of `workdir/metrics.jsonl` (empty when there is none)."""
+    """The epoch lines of `workdir/metrics.jsonl` (empty when there is none).
+
+    A line that does not parse (a torn write: a crash, a full disk) is left out and reported on
+    stderr with the file's path; the trial rewrites the file from its checkpoint when it runs again.
+    """
     import json
+    import sys
 
     path = workdir / "metrics.jsonl"
-    if not path.exists():
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines, bad = [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict) and isinstance(entry.get("epoch"), int):
+            lines.append(entry)
+        else:
+            bad.append(number)
+    if bad:
+        print(f"mixsweep: {path}: line(s) {', '.join(map(str, bad))} cannot be read (cut by a crash or a full "
+              "disk?); skipped", file=sys.stderr, flush=True)
+    return lines
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:

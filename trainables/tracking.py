@@ -11,6 +11,7 @@ results and `mixsweep sync` back-fills MLflow later).
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Mapping
@@ -92,6 +93,7 @@ class TrialTracker:
     def __init__(self, meta: Mapping[str, Any], params: Mapping[str, Any], *, trial_id: str = "",
                  node_id: str = "", device: str = "") -> None:
         self.meta, self.run_id, self.last_step, self.error = meta, None, 0, None
+        self.exception: Exception | None = None  #: what switched tracking off
         self.client = None
         if not meta.get("tracking_uri"):
             return
@@ -101,6 +103,8 @@ class TrialTracker:
         from mlflow.tracking import MlflowClient
 
         bounded_http_retries()
+        # MLflow logs a store error with its traceback before raising it; `_guard` reports it in one line
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.client = MlflowClient(tracking_uri=self.meta["tracking_uri"])
         self.run_id, self.last_step = open_trial_run(self.client, self.meta, params, trial_id, node_id, device)
 
@@ -114,9 +118,10 @@ class TrialTracker:
         try:
             fn(*args)
         except Exception as exc:  # noqa: BLE001 - tracking must never fail a trial
-            self.error = f"{type(exc).__name__}: {exc}"
+            self.error, self.exception = f"{type(exc).__name__}: {exc}", exc
+            first = " ".join(self.error.split())[:300]  # SQL errors carry every parameter of the statement
             print(f"mixsweep: MLflow tracking off for run {self.meta.get('run_hash')} ({what} failed: "
-                  f"{self.error}); metrics stay in the Ray results, `mixsweep sync` back-fills them",
+                  f"{first}); metrics stay in the Ray results, `mixsweep sync` back-fills them",
                   file=sys.stderr, flush=True)
 
     def log_epoch(self, step: int, metrics: Mapping[str, float]) -> None:

@@ -30,7 +30,15 @@ import numpy as np
 import torch
 import yaml
 
-from .checkpoint import atomic_write_text, load_latest, restore_rng, rng_state, save_checkpoint
+from .checkpoint import (
+    CONFIG_FILE,
+    atomic_write_text,
+    load_latest,
+    read_metrics,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
 from .config import ConfigError, TrainConfig, flatten, identity, validate_config
 from .evaluate import evaluate, robustness
 from .optim import LOSSES, build_optimizer, build_scheduler
@@ -40,6 +48,11 @@ EpochCallback = Callable[[dict[str, float], Path, bool], None]
 DATA_STREAM, MIX_STREAM, EVAL_STREAM = 1, 2, 3
 #: on an accelerator, the divergence flag is read back every this many steps (and at epoch end)
 CHECK_EVERY = 25
+
+
+class SetupError(RuntimeError):
+    """The trial cannot start: a bad config value, missing data files, a model that does not build, a
+    workdir that belongs to another run. Deterministic: running it again fails the same way."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -120,8 +133,7 @@ class _Trial:
         return save_checkpoint(self.workdir / "checkpoints", self.epoch, state)
 
     def write_metrics(self) -> None:
-        lines = "".join(json.dumps(m) + "\n" for m in self.history)
-        atomic_write_text(self.workdir / "metrics.jsonl", lines)
+        write_metrics(self.workdir, self.history)
 
     # -- one epoch --------------------------------------------------------------------------
     def train_epoch(self) -> dict[str, float]:
@@ -225,22 +237,65 @@ class _Trial:
         return self.final
 
 
-def _check_workdir_config(workdir: Path, cfg: TrainConfig) -> None:
-    """A workdir belongs to one config: resuming it with another one is a user error."""
-    path = workdir / "config.yaml"
+def write_metrics(workdir: Path, history: list[dict[str, Any]]) -> None:
+    """`metrics.jsonl`: one line per epoch, replaced as a whole (never a torn line from us)."""
+    atomic_write_text(workdir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
+
+
+def write_config(workdir: Path, cfg: TrainConfig) -> None:
+    """`config.yaml`: the resolved config as dotted keys; `read_config` + `validate_config` give `cfg` back."""
+    atomic_write_text(workdir / CONFIG_FILE, yaml.safe_dump(cfg.flat(), sort_keys=False))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A `config.yaml` written by `write_config`; ConfigError naming the file when it cannot be read."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} cannot be read (expected a mapping of config keys, got {type(data).__name__})")
+    return data
+
+
+def _check_workdir_config(workdir: Path, cfg: TrainConfig, *, owned: bool) -> None:
+    """A workdir belongs to one config: resuming it with another one is a user error.
+
+    `owned`: the folder is named after this config's hash (a sweep trial's workdir), so an unreadable
+    `config.yaml` there is rewritten instead of refused.
+    """
+    path = workdir / CONFIG_FILE
     mine = identity(cfg.flat())
-    if path.exists():
-        theirs = identity(yaml.safe_load(path.read_text()) or {})
-        if theirs != mine:
-            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            raise ConfigError(f"{workdir} holds a run with a different config (differs in: {', '.join(diff)}); "
-                              "use another --workdir")
-    else:
-        atomic_write_text(path, yaml.safe_dump(cfg.flat(), sort_keys=False))
+    if not path.exists():
+        write_config(workdir, cfg)
+        return
+    try:
+        theirs = identity(read_config(path))
+    except ConfigError as exc:
+        if not owned:
+            raise ConfigError(f"{exc}; it records which config {workdir} belongs to: delete it if the folder is "
+                              "this run's, or use another --workdir") from None
+        _log(f"mixsweep: {exc}; rewriting it (this trial's folder is named after its config)")
+        write_config(workdir, cfg)
+        return
+    if theirs != mine:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise ConfigError(f"{workdir} holds a run with a different config (differs in: {', '.join(diff)}); "
+                          "use another --workdir")
+
+
+def _read_final(path: Path) -> dict[str, float] | None:
+    """final.json, or None when it cannot be read (the last checkpoint holds the same metrics)."""
+    try:
+        final = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        _log(f"mixsweep: {path} cannot be read ({type(exc).__name__}); restoring it from the last checkpoint")
+        return None
+    return final if isinstance(final, dict) else None
 
 
 def train(config: Mapping[str, Any] | TrainConfig, *, workdir: str | Path, on_epoch: EpochCallback | None = None,
-          verbose: bool = True) -> dict[str, float]:
+          verbose: bool = True, owned: bool = False) -> dict[str, float]:
     """Train (or resume, or return the result of) the run described by `config` in `workdir`.
 
     Args:
@@ -249,19 +304,28 @@ def train(config: Mapping[str, Any] | TrainConfig, *, workdir: str | Path, on_ep
         on_epoch: called after every epoch with (metrics, checkpoint path, finished); the final
             epoch's metrics include the final/* ones.
         verbose: one progress line per epoch on stderr.
+        owned: `workdir` is named after this config (a sweep trial): a damaged config.yaml is rewritten.
 
     Raises:
         ConfigError: bad config, or a workdir that belongs to another config.
+        SetupError: the trial cannot start (data files missing, a value its dataset or model refuses).
         TrainingDiverged: the loss became NaN/inf (names the epoch and step).
     """
     cfg = validate_config(config)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     final_path = workdir / "final.json"
-    _check_workdir_config(workdir, cfg)
-    if final_path.exists():
-        return json.loads(final_path.read_text())
-    trial = _Trial(cfg, workdir, on_epoch, verbose)
+    _check_workdir_config(workdir, cfg, owned=owned)
+    if final_path.exists() and (final := _read_final(final_path)) is not None:
+        if len(read_metrics(workdir)) != final.get("epochs"):  # a damaged metrics.jsonl: the checkpoint has them
+            state = load_latest(workdir / "checkpoints")
+            if state is not None:
+                write_metrics(workdir, state["history"])
+        return final
+    try:
+        trial = _Trial(cfg, workdir, on_epoch, verbose)
+    except (ValueError, TypeError, FileNotFoundError) as exc:  # ConfigError, DatasetNotFoundError included
+        raise SetupError(f"{type(exc).__name__}: {exc}") from exc
     trial.restore()
     if trial.final is not None:  # killed between the last checkpoint and final.json
         atomic_write_text(final_path, json.dumps(trial.final, indent=1) + "\n")
@@ -309,10 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         raw = load_yaml_config(args.config) if args.config else {}
         raw = {**flatten(raw), **parse_set(args.set)}
         result = train(raw, workdir=args.workdir, verbose=not args.quiet)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
+    except (ConfigError, SetupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:

@@ -10,8 +10,10 @@ Where a trial continues from, newest first: its persistent workdir (`<storage>/<
 <run_hash>`, which outlives driver crashes and Ray's experiment-state snapshots), then the Ray
 checkpoint Tune hands back (a lost node, or storage that is not a shared file system). The
 trial is idempotent: a finished workdir or checkpoint re-reports its final result and returns.
-A diverging trial is a result, not an infrastructure failure: it is reported, marked FAILED in
-MLflow with the reason, and returns without raising (retrying would diverge again).
+A trial that fails for a reason a retry cannot fix (it diverged; its config, data files or model
+are wrong) is a result, not an infrastructure failure: it writes `failed.json`, reports the reason
+(the driver prints it), is marked FAILED in MLflow, and returns without raising, so Ray does not
+retry it. Anything else raises, and Ray retries it from its checkpoint.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from typing import Any
 
 import torch
 
-from .checkpoint import FAILED_MARKER, RESULT_FILES, atomic_write_text, list_checkpoints, read_metrics
-from .config import trial_hashes, validate_config
+from .checkpoint import FAILED_MARKER, RESULT_FILES, atomic_write_text, disk_full, list_checkpoints, read_metrics
+from .config import ConfigError, trial_hashes, validate_config
 from .metrics import WORST
 from .tracking import TrialTracker
-from .train import TrainingDiverged, pick_device, train
+from .train import SetupError, TrainingDiverged, pick_device, train
 
 
 def _restore_from_ray(checkpoint, workdir: Path) -> None:
@@ -67,6 +69,17 @@ def _backfill(tracker: TrialTracker, workdir: Path) -> None:
             tracker.log_epoch(int(m["epoch"]), m)
 
 
+def _fail(workdir: Path | None, tracker: TrialTracker | None, error: str, epoch: int, node_id: str,
+          run_hash: str) -> None:
+    """End the trial as failed for good: failed.json, MLflow FAILED, one report with the reason (no retry)."""
+    if workdir is not None:
+        atomic_write_text(workdir / FAILED_MARKER, json.dumps({"error": error, "epoch": epoch}) + "\n")
+    if tracker is not None:
+        tracker.finish("FAILED", error)
+    _report({**WORST, "failed": 1, "error": error, "epoch": epoch, "node_id": node_id, "run_hash": run_hash},
+            None, workdir)
+
+
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable for one mixsweep trial."""
     import ray
@@ -82,11 +95,15 @@ def run_trial(config: dict[str, Any]) -> None:
     raw = dict(config["config"])
     if not required.get("GPU") and raw.get("device", "auto") == "auto":
         raw["device"] = "cpu"  # Ray reserved no GPU for this trial: it must not use one unaccounted
-    cfg = validate_config(raw)
     cpus = required.get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
     trial_id = ctx.get_trial_id()
     node_id = ray.get_runtime_context().get_node_id()
+    try:
+        cfg = validate_config(raw)
+    except ConfigError as exc:  # the driver checked it; a worker with other registries may still refuse it
+        workdir = Path(meta["workdir"]) if meta.get("workdir") else None
+        return _fail(workdir, None, f"ConfigError: {exc}", 0, node_id, meta.get("run_hash", ""))
     if "run_hash" not in meta:  # sampled by a search algorithm: identity known only now
         meta["config_hash"], meta["run_hash"] = trial_hashes(cfg)
         meta.setdefault("run_name", f"trial-{meta['run_hash'][:8]}")
@@ -111,17 +128,20 @@ def run_trial(config: dict[str, Any]) -> None:
         reported.append(metrics["epoch"])
 
     try:
-        final = train(cfg, workdir=workdir, on_epoch=on_epoch)
+        final = train(cfg, workdir=workdir, on_epoch=on_epoch, owned=bool(meta.get("workdir")))
     except TrainingDiverged as exc:
-        atomic_write_text(workdir / FAILED_MARKER, json.dumps({"error": str(exc), "epoch": exc.epoch}) + "\n")
-        tracker.finish("FAILED", str(exc))
-        _report({**WORST, "diverged": 1, "error": str(exc), "epoch": exc.epoch, "node_id": node_id,
-                 "run_hash": meta["run_hash"]}, None, workdir)
-        return
+        return _fail(workdir, tracker, str(exc), exc.epoch, node_id, meta["run_hash"])
+    except (SetupError, ConfigError) as exc:
+        return _fail(workdir, tracker, f"cannot start: {exc}", 0, node_id, meta["run_hash"])
     except (KeyboardInterrupt, SystemExit):  # Tune stopped the trial (sweep stopped, ASHA, preemption)
         tracker.finish("KILLED", "stopped by Ray Tune; the trial keeps its last checkpoint")
         raise
-    except BaseException as exc:
+    except Exception as exc:
+        if disk_full(exc):  # a retry would fail the same way: the driver stops the sweep and says where
+            where = exc.filename if isinstance(exc, OSError) and exc.filename else workdir
+            _report({"fatal": f"no space left on {where}", "node_id": node_id, "run_hash": meta["run_hash"]}, None,
+                    workdir)
+            return
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
         raise
     if not reported:  # already finished: re-report the final result and its checkpoint

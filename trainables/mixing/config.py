@@ -247,8 +247,9 @@ def resolve_mix_config(raw: Mapping[str, object] | MixConfig | None = None) -> M
     if preset is None and "mask" not in raw:
         preset = "none"
     base: dict[str, object] = dict(PRESETS.get(_choice("preset", preset, list_presets()))) if preset else {}
-    if preset == "none" and len(raw) > ("preset" in raw):
-        extra = ", ".join(f"mix.{k}" for k in raw if k != "preset")
+    restated = {k for k in raw if k in base and raw[k] == base[k]}  # what `flat()` writes back: the preset's own
+    if preset == "none" and set(raw) - {"preset", *restated}:
+        extra = ", ".join(f"mix.{k}" for k in raw if k != "preset" and k not in restated)
         raise ValueError(f"mix.preset=none does not mix, so it takes no other mix.* keys (got {extra})")
 
     user = {k: v for k, v in raw.items() if k != "preset"}
