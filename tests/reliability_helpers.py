@@ -58,14 +58,15 @@ def finished(storage: Path, name: str) -> list[Path]:
     return [Path(p).parent for p in glob.glob(str(storage / name / "trials/*/final.json"))]
 
 
-def wait_for(predicate, timeout: float = 600, what: str = "condition", proc: subprocess.Popen | None = None) -> None:
+def wait_for(predicate, timeout: float = 600, what: str = "condition", proc: subprocess.Popen | None = None,
+             poll: float = 0.3) -> None:
     deadline = time.time() + timeout
     while not predicate():
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"process ended (rc {proc.returncode}) before {what}")
         if time.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
+        time.sleep(poll)
 
 
 def trial_runs(uri: str, sweep: str) -> list:

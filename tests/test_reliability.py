@@ -37,12 +37,14 @@ def sqlite_uri(storage) -> str:
     return f"sqlite:///{storage / 'mlflow.db'}"
 
 
-def test_driver_sigkill_then_resume(tmp_path):
-    spec = write_spec(tmp_path / "s.yaml", "killed")
+@pytest.mark.parametrize("epochs", [3, 1])
+def test_driver_sigkill_then_resume(tmp_path, epochs):
+    """3 epochs: killed mid-sweep. 1 epoch: killed as the first final.json appears, before Ray has its result."""
+    spec = write_spec(tmp_path / "s.yaml", "killed", epochs=epochs)
     storage = tmp_path / "runs"
     proc = start("run", str(spec), "--storage", str(storage), log=tmp_path / "run.log")
-    wait_for(lambda: finished(storage, "killed") and epochs_logged(storage, "killed") >= 5, what="a finished trial",
-             proc=proc)
+    wait_for(lambda: finished(storage, "killed") and epochs_logged(storage, "killed") >= min(5, epochs),
+             what="a finished trial", proc=proc, poll=0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(2)  # the driver's Ray processes die with it (fate sharing); let them go
@@ -56,7 +58,7 @@ def test_driver_sigkill_then_resume(tmp_path):
     assert "leftover process(es)" in err or "no leftover Ray processes" in err
     assert f"resuming killed: {len(done_before)} finished" in err
     assert f"- {len(done_before)} finished" in err and f"launching {6 - len(done_before)}" in err
-    runs = assert_complete(sqlite_uri(storage), "killed", n_trials=6, epochs=3)
+    runs = assert_complete(sqlite_uri(storage), "killed", n_trials=6, epochs=epochs)
     assert not [r for r in runs if r.info.status == "RUNNING"]
     for workdir, before in done_before.items():  # finished trials were not retrained
         assert snapshot(workdir) == before
