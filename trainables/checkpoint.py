@@ -40,12 +40,27 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, IndexError, ValueError):
+        old = os.umask(0)
+        os.umask(old)
+        return old
+
+
 def atomic_write_bytes(path: Path, write) -> None:
-    """Write via `write(fileobj)` to a temporary file in the same folder, fsync, then rename."""
+    """Write via `write(fileobj)` to a temporary file in the same folder, fsync, then rename.
+
+    The file gets the mode `open()` would give it (0666 minus the umask), not mkstemp's 0600: shared
+    storage must stay readable by the team."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())
