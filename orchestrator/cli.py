@@ -15,6 +15,7 @@ import argparse
 import subprocess
 import sys
 from collections.abc import Sequence
+from contextlib import suppress
 
 from .errors import UserError
 from .storage import DEFAULT_STORAGE, resolve_storage
@@ -127,6 +128,8 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         print(f"this sweep tracks to a server: open {uri}")
         return 0
+    with suppress(Exception):  # a new store is created under its lock, not raced by the server and a driver
+        tracking.client(uri)  # (a broken one is the UI's to report)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port)]
     print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl+C to stop", file=sys.stderr)

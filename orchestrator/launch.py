@@ -122,7 +122,12 @@ def leftover_ray_processes(record: Mapping[str, Any] | None) -> list:
     return found
 
 
-def stop_processes(procs: list, timeout: float = 10.0) -> int:
+#: how long stopped processes get to exit after SIGTERM before they are killed
+STOP_TIMEOUT_S = 10.0
+
+
+def stop_processes(procs: list, timeout: float = STOP_TIMEOUT_S) -> int:
+    """SIGTERM `procs`, wait up to `timeout` s, SIGKILL the rest; returns how many had to be killed."""
     import psutil
 
     for proc in procs:
@@ -133,7 +138,7 @@ def stop_processes(procs: list, timeout: float = 10.0) -> int:
         with suppress(psutil.Error):
             proc.kill()
     psutil.wait_procs(alive, timeout=timeout)
-    return len(procs)
+    return len(alive)
 
 
 @contextmanager

@@ -545,11 +545,15 @@ def _check_configs(spec: SweepSpec) -> None:
     def base_error(key: str, rest: str) -> _FieldError:
         return _FieldError(("base", key), rest)
 
-    # 1. the base on its own (with factors, a failure may be context that a factor level supplies: steps 2-4)
+    # 1. the base on its own (with factors, a failure may be context that a factor level supplies: steps 2-4;
+    #    an unknown key is not: no level makes it known, and its message lists every known key, factors included)
     _, err = check(base)
-    if err is not None and not factors and not space:
+    if err is not None:
         key, rest, kind = _split_config_error(str(err))
-        raise base_error(key, rest) if key in base and kind != "combination" else _FieldError(("base",), str(err))
+        if key in base and rest.startswith("unknown key"):
+            raise base_error(key, rest)
+        if not factors and not space:
+            raise base_error(key, rest) if key in base and kind != "combination" else _FieldError(("base",), str(err))
 
     # 2. each factor level with the base alone: precise per-level messages
     failed_alone: set[tuple[str, int]] = set()

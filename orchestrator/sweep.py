@@ -25,6 +25,7 @@ from . import tracking
 from .errors import UserError
 from .expand import Trial, expand, is_grid
 from .launch import (
+    STOP_TIMEOUT_S,
     LaunchPlan,
     StopSignals,
     check_data,
@@ -136,8 +137,11 @@ def _cleanup_leftovers(paths: SweepPaths, out: TextIO) -> None:
     if procs:
         names = ", ".join(sorted({_name(p) for p in procs}))
         print(f"[mixsweep] found {len(procs)} leftover process(es) of its local Ray instance ({names}); "
-              f"stopping them so that nothing orphaned keeps running or writing", file=out)
-        stop_processes(procs)
+              f"stopping them so that nothing orphaned keeps running or writing (SIGTERM, then waiting up to "
+              f"{STOP_TIMEOUT_S:.0f} s for them to exit)", file=out, flush=True)
+        killed = stop_processes(procs)
+        print(f"[mixsweep] {killed} of them ignored SIGTERM and had to be killed (SIGKILL)" if killed else
+              "[mixsweep] they exited", file=out)
     else:
         print("[mixsweep] no leftover Ray processes of it are running", file=out)
     paths.driver.unlink(missing_ok=True)

@@ -1,8 +1,10 @@
 """MLflow from the driver: tracking URI, experiment, the sweep run, and reading trial runs back.
 
 The driver creates the experiment (and with it a new sqlite schema) once, before any trial
-starts: several processes creating a new sqlite database at once corrupt it. Workers only log
-into an existing experiment (`trainables.tracking`).
+starts: several processes creating a new sqlite database at once corrupt it. Sweeps in one
+storage folder share its database, so its first opening and the experiment's creation happen
+under a lock file next to it (`store_lock`). Workers only log into an existing experiment
+(`trainables.tracking`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from trainables.tracking import (
     TAG_ROLE,
     TAG_RUN_HASH,
     TAG_SWEEP,
-    bounded_http_retries,
+    mlflow_client,
     param_value,
+    store_lock,
 )
 
 from .errors import UserError
@@ -61,22 +64,22 @@ def check_tracking_uri(uri: str, timeout: float = 5.0, *, require_folder: bool =
 
 
 def client(uri: str):
-    """An MlflowClient with bounded HTTP retries: a dead server costs seconds, not minutes."""
-    from mlflow.tracking import MlflowClient
-
-    bounded_http_retries()
-    return MlflowClient(tracking_uri=uri)
+    """An MlflowClient with bounded HTTP retries (a dead server costs seconds, not minutes); a new
+    sqlite store is created under its lock, whichever of our processes opens it first."""
+    return mlflow_client(uri)
 
 
 def ensure_experiment(mlflow_client, name: str, artifact_root: Path | None) -> str:
-    """The experiment's id, created if missing (local stores keep artifacts under `artifact_root`)."""
-    exp = mlflow_client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            raise UserError(f"MLflow experiment {name!r} is deleted; restore it or use another `experiment:`")
-        return exp.experiment_id
-    location = (artifact_root / name).resolve().as_uri() if artifact_root is not None else None
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    """The experiment's id, created if missing (local stores keep artifacts under `artifact_root`).
+    Sweeps sharing a sqlite store check and create under its lock: one experiment, not one error."""
+    with store_lock(mlflow_client.tracking_uri):
+        exp = mlflow_client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise UserError(f"MLflow experiment {name!r} is deleted; restore it or use another `experiment:`")
+            return exp.experiment_id
+        location = (artifact_root / name).resolve().as_uri() if artifact_root is not None else None
+        return mlflow_client.create_experiment(name, artifact_location=location)
 
 
 def find_sweep_run(mlflow_client, experiment_id: str, sweep: str):

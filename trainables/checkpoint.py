@@ -69,16 +69,29 @@ def _no_space_left(folder: Path) -> bool:
         return False
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (Linux); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, IndexError, ValueError):
+        old = os.umask(0)
+        os.umask(old)
+        return old
+
+
 def atomic_write_bytes(path: Path, write) -> None:
     """Write via `write(fileobj)` to a temporary file in the same folder, fsync, then rename.
 
-    A write that fails because the file system is full raises OSError(ENOSPC) naming `path`, whatever
-    the writer raised (torch.save, for one, reports it as a RuntimeError).
+    The file gets the mode `open()` would give it (0666 minus the umask), not mkstemp's 0600: shared
+    storage must stay readable by the team. A write that fails because the file system is full raises
+    OSError(ENOSPC) naming `path`, whatever the writer raised (torch.save reports it as a RuntimeError).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())

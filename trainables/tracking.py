@@ -11,10 +11,12 @@ results and `mixsweep sync` back-fills MLflow later).
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,40 @@ def bounded_http_retries() -> None:
 
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold `<db>.lock` next to a sqlite store: MLflow creates and migrates the schema when a process
+    first opens a store, and processes doing that at once on a new database fail or corrupt it.
+
+    Every sweep in a storage folder shares its `mlflow.db`, so the per-sweep lock does not cover
+    this. Servers need no lock; neither does a folder where the lock file cannot be created
+    (nothing can create a database there either)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    try:
+        handle = open(db.with_name(db.name + ".lock"), "a+")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def mlflow_client(uri: str):
+    """An MlflowClient with bounded HTTP retries, opened under `store_lock` (opening creates a new store)."""
+    from mlflow.tracking import MlflowClient
+
+    bounded_http_retries()
+    with store_lock(uri):
+        return MlflowClient(tracking_uri=uri)
 
 
 def param_value(value: Any) -> str:
@@ -100,12 +136,9 @@ class TrialTracker:
         self._guard("open", self._open, params, trial_id, node_id, device)
 
     def _open(self, params, trial_id, node_id, device) -> None:
-        from mlflow.tracking import MlflowClient
-
-        bounded_http_retries()
         # MLflow logs a store error with its traceback before raising it; `_guard` reports it in one line
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-        self.client = MlflowClient(tracking_uri=self.meta["tracking_uri"])
+        self.client = mlflow_client(self.meta["tracking_uri"])
         self.run_id, self.last_step = open_trial_run(self.client, self.meta, params, trial_id, node_id, device)
 
     @property
@@ -163,9 +196,16 @@ class TrialTracker:
                     self._guard("log_artifact", self.client.log_artifact, self.run_id, str(path))
 
     def finish(self, status: str, error: str | None = None) -> None:
-        """Mark the run FINISHED / FAILED / KILLED (with the reason as a tag when failed)."""
+        """Mark the run FINISHED / FAILED / KILLED (with the reason as a tag when failed); a FINISHED
+        run loses the reason an earlier stop or failure left (a resumed trial that then finished)."""
         if not self.active:
             return
         if error:
             self._guard("set_tag", self.client.set_tag, self.run_id, TAG_ERROR, error[:5000])
+        elif status == "FINISHED":
+            self._guard("delete_tag", self._clear_error)
         self._guard("set_terminated", self.client.set_terminated, self.run_id, status)
+
+    def _clear_error(self) -> None:
+        if TAG_ERROR in self.client.get_run(self.run_id).data.tags:
+            self.client.delete_tag(self.run_id, TAG_ERROR)

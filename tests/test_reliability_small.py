@@ -1,0 +1,157 @@
+"""Small reliability fixes (issue 8): a shared new MLflow store, stale error tags, file modes, leftover agents.
+
+Real processes, real files and a real sqlite store throughout; no mocks.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from .reliability_helpers import ENV
+
+# -- 1. several drivers opening one brand-new sqlite store at once ---------------------------------------------------
+
+#: what a driver does first with MLflow (`sweep._tracking`): open the store, get-or-create the experiment
+DRIVER = textwrap.dedent("""\
+    import sys, time
+    from pathlib import Path
+
+    import alembic.command, mlflow.store.tracking.sqlalchemy_store  # imported before the barrier: race the store
+    from orchestrator import tracking
+
+    storage, name = Path(sys.argv[1]), sys.argv[2]
+    (storage / f"{name}.ready").touch()
+    while not (storage / "go").exists():
+        time.sleep(0.001)
+    client = tracking.client(f"sqlite:///{storage / 'mlflow.db'}")
+    print("experiment", tracking.ensure_experiment(client, "mixsweep", storage / "mlartifacts"))
+    """)
+
+
+@pytest.mark.slow
+def test_drivers_create_a_new_shared_store_together(tmp_path):
+    """Four sweeps started at once on a fresh `<storage>/mlflow.db`: all start, the schema and experiment exist once.
+
+    Creating the schema takes seconds, and a barrier starts the drivers within milliseconds of each other:
+    without the store's lock they create tables at once ("table experiments already exists", "duplicate
+    column name")."""
+    names = [f"s{i}" for i in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path), name], env=ENV, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for name in names]
+    try:
+        deadline = time.time() + 120
+        while not all((tmp_path / f"{n}.ready").exists() for n in names):
+            assert time.time() < deadline and all(p.poll() is None for p in procs), "a driver did not start"
+            time.sleep(0.05)
+        (tmp_path / "go").touch()
+        outputs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, output in zip(procs, outputs):
+        assert p.returncode == 0, output[-3000:]
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        (exp_id,) = db.execute("select experiment_id from experiments where name = 'mixsweep'").fetchone()
+        assert len(db.execute("select version_num from alembic_version").fetchall()) == 1
+    assert [output.splitlines()[-1] for output in outputs] == [f"experiment {exp_id}"] * len(names)
+
+
+# -- 2. a trial stopped (KILLED with a reason), resumed and finished ---------------------------------------------------
+
+
+def test_finished_run_loses_the_error_tag_of_an_earlier_stop(tmp_path):
+    from orchestrator import tracking
+    from trainables.tracking import TAG_ERROR, TrialTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = tracking.client(uri)
+    exp = tracking.ensure_experiment(client, "mixsweep", tmp_path / "mlartifacts")
+    meta = {"sweep": "s", "run_hash": "abc123", "config_hash": "c1", "tracking_uri": uri, "experiment_id": exp,
+            "run_name": "t"}
+    first = TrialTracker(meta, {"epochs": 2})
+    first.log_epoch(1, {"test/top1_err": 60.0})
+    reason = "sweep stopped; resume with: mixsweep resume s"  # what the driver's settle does after a stop
+    assert tracking.mark_unfinished(client, tracking.trial_runs(client, exp, "s"), "KILLED", reason) == 1
+    assert client.get_run(first.run_id).data.tags[TAG_ERROR] == reason
+
+    resumed = TrialTracker(meta, {"epochs": 2})  # the resumed trial reopens its run and finishes
+    assert (resumed.run_id, resumed.last_step) == (first.run_id, 1)
+    resumed.log_epoch(2, {"test/top1_err": 40.0})
+    resumed.finish("FINISHED")
+    run = client.get_run(first.run_id)
+    assert run.info.status == "FINISHED" and TAG_ERROR not in run.data.tags, run.data.tags
+    assert resumed.error is None
+
+    again = TrialTracker(meta, {"epochs": 2})  # finishing a run without the tag (sync runs twice) is fine
+    again.finish("FINISHED")
+    assert again.error is None and client.get_run(first.run_id).info.status == "FINISHED"
+
+
+# -- 4. atomic writes honour the umask ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
+    from trainables.checkpoint import atomic_write_text
+
+    target = tmp_path / "sweep.json"
+    old = os.umask(umask)  # pytest runs tests in one thread: nothing else creates files meanwhile
+    try:
+        atomic_write_text(target, "{}\n")
+        atomic_write_text(target, "{}\n")  # replacing a file gets the same mode
+    finally:
+        os.umask(old)
+    assert oct(stat.S_IMODE(target.stat().st_mode)) == oct(mode)
+
+
+# -- 5. leftover Ray processes that ignore SIGTERM ------------------------------------------------------------------
+
+STUBBORN = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); " \
+           "time.sleep(60)"
+POLITE = "import time; print('ready', flush=True); time.sleep(60)"
+
+
+@pytest.mark.slow
+def test_cleanup_says_it_waits_for_leftovers_and_how_many_it_killed(tmp_path):
+    """A dead driver's record names two leftover processes; one ignores SIGTERM and costs the full wait."""
+    import psutil
+
+    from orchestrator.storage import sweep_paths
+    from orchestrator.sweep import _cleanup_leftovers
+
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+             for code in (STUBBORN, POLITE)]
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
+        driver = subprocess.Popen([sys.executable, "-c", "pass"])
+        driver.wait()
+        paths = sweep_paths(tmp_path, "s")
+        paths.root.mkdir()
+        paths.driver.write_text(json.dumps({
+            "pid": driver.pid, "created": 0.0, "started": "earlier", "address": "",
+            "children": [{"pid": p.pid, "created": psutil.Process(p.pid).create_time()} for p in procs]}))
+        out = io.StringIO()
+        started = time.monotonic()
+        _cleanup_leftovers(paths, out)
+        waited = time.monotonic() - started
+        alive = [p.pid for p in procs if psutil.pid_exists(p.pid)]
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+    lines = out.getvalue().splitlines()
+    assert any("found 2 leftover process(es)" in line and "waiting up to 10 s for them to exit"
+               in line for line in lines), lines
+    assert lines[-1] == "[mixsweep] 1 of them ignored SIGTERM and had to be killed (SIGKILL)", lines
+    assert alive == [] and not paths.driver.exists()
+    assert 9 < waited < 20  # the polite one exits at once; the stubborn one gets its 10 s
