@@ -224,9 +224,13 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune hears a stop through SIGUSR1, from us
         self._previous = {sig: signal.getsignal(sig) for sig in (*self.SIGNALS, signal.SIGUSR1)}
+        self.arm()
+        return self
+
+    def arm(self) -> None:
+        """(Re)install the handlers: `ray.init` puts a C++ SIGTERM handler of its own in their place."""
         for sig in self.SIGNALS:
             signal.signal(sig, self._on_signal)
-        return self
 
     def __exit__(self, *exc_info) -> None:
         for sig, handler in self._previous.items():
@@ -336,6 +340,7 @@ def build_tuner(plan: LaunchPlan, progress):
 def run_plan(plan: LaunchPlan, progress, signals: StopSignals) -> bool:
     """Run one launch; returns True when every trial ended, False when it was stopped (SIGINT/SIGTERM)."""
     with ray_connection(plan.address, plan.paths):
+        signals.arm()
         try:
             results = build_tuner(plan, progress).fit()
         finally:

@@ -83,8 +83,10 @@ def test_graceful_stop_then_resume(tmp_path, sig, when):
     else:
         wait_for(lambda: epochs_logged(storage, "stopped") >= 2, what="some epochs", proc=proc)
     proc.send_signal(sig)
-    assert proc.wait(timeout=120) == 130
+    rc = proc.wait(timeout=120)
     out = log.read_text()
+    assert rc == 130, out[-4000:]
+    assert f"{sig.name}: stopping; running trials keep their last checkpoint" in out, out[-4000:]  # ours, not Ray's
     assert "Traceback" not in out and "could not be updated" not in out, out[-4000:]
     assert "keep their last checkpoint and are marked KILLED" in out, out[-4000:]
     assert f"to continue: mixsweep resume stopped --storage {storage}" in out, out[-4000:]
