@@ -212,14 +212,23 @@ def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, addre
                 client.set_terminated(sweep_run, "FINISHED")
                 print("[mixsweep] nothing to run", file=out)
                 return 1 if plan.failed else 0
-            name, restore = f"launch-{launches + 1:03d}", False
-        else:
-            from ray import tune
+            name, history = f"launch-{launches + 1:03d}", None
+        else:  # a fresh experiment too, its study rebuilt from the storage (see orchestrator.search)
+            from .search import search_history
 
-            name = "search"
-            restore = (paths.ray / name).exists() and tune.Tuner.can_restore(str(paths.ray / name))
-            print(f"[mixsweep] sweep {spec.name}: {spec.search.algorithm} search, {spec.search.num_trials} trials"
-                  f"{' (restoring the search)' if restore else ''}", file=out)
+            history = search_history(spec, paths, stopped)
+            stale = {h for h in history.values if history.states[h] != "stopped" and _needs_sync(runs.get(h))}
+            if stale:
+                sync_trials(paths, state, only=stale)
+            print(f"[mixsweep] sweep {spec.name}: {spec.search.algorithm} search, {spec.search.num_trials} trials - "
+                  f"{history.count('finished')} finished, {history.count('failed')} failed, "
+                  f"{history.count('stopped')} stopped by ASHA, {len(history.unfinished)} to continue; launching "
+                  f"{history.num_samples}", file=out)
+            if not history.num_samples:
+                client.set_terminated(sweep_run, "FINISHED")
+                print("[mixsweep] nothing to run", file=out)
+                return 1 if history.count("failed") else 0
+            name = f"search-{launches + 1:03d}"
         state["launches"] = launches + 1
         save_state(paths, state)
         from .progress import Progress
@@ -228,7 +237,7 @@ def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, addre
         progress = Progress(metric=spec.metric, names={t.run_hash: t.name for t in plan.todo}, out=out,
                             on_start=lambda: record_driver(paths, address))
         try:
-            completed = run_plan(LaunchPlan(spec, paths, plan.todo, meta, address, name, restore), progress)
+            completed = run_plan(LaunchPlan(spec, paths, plan.todo, meta, address, name, history), progress)
         except BaseException:
             _settle_safely(spec, paths, client, exp_id, sweep_run, progress, False, out)  # no run left RUNNING
             raise
