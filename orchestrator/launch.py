@@ -149,7 +149,9 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            ray.init(include_dashboard=False, log_to_driver=True)
+            # "local": a new instance even when a `ray start` cluster runs on this machine (no address would
+            # join the one in /tmp/ray/ray_current_cluster, and die with it); RAY_ADDRESS (Ray Jobs) still counts
+            ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False, log_to_driver=True)
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
     record_driver(paths, address)
