@@ -4,7 +4,7 @@ Each launch is a fresh Tune experiment over the trials that have not ended yet (
 explicit list of trials, see `expand`): `run` launches what is missing, so a grid can be
 extended, and `resume` launches the rest after a crash or a stop. Nothing is lost or redone
 because every trial continues from its own workdir (see `trainables.trainable`). Optuna sweeps
-restore Tune's own experiment instead, so that the sampler keeps its history.
+too: their study is rebuilt from the storage at each launch (see `orchestrator.search`).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class LaunchPlan:
     meta: dict[str, Any]  #: sweep-wide metadata every trial gets (tracking, sweep run, ...)
     address: str | None
     launch_name: str
-    restore: bool = False  #: restore the Tune experiment `launch_name` (search algorithms)
+    search: Any = None  #: the search's `SearchHistory` (search algorithms)
 
 
 def _alive(pid: int, created: float | None) -> bool:
@@ -156,7 +156,10 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
             if address:
                 ray.init(address=address, log_to_driver=True)
             else:
-                ray.init(include_dashboard=False, log_to_driver=True)
+                # "local": a new instance even when a `ray start` cluster runs on this machine (no address
+                # would join the one in /tmp/ray/ray_current_cluster, and die with it); RAY_ADDRESS still counts
+                ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
+                         log_to_driver=True)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
         record_driver(paths, address)
@@ -279,18 +282,17 @@ def _scheduler(spec):
                          **kwargs)
 
 
-def _search(spec, meta: dict[str, Any]):
-    """(param_space, search_alg, num_samples) for a search-algorithm spec."""
-    from optuna.samplers import TPESampler
+def _search(spec, meta: dict[str, Any], history):
+    """(param_space, search_alg, num_samples) for a search-algorithm spec that has `history` so far."""
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
+
+    from .search import optuna_search
 
     space = {key: dist.to_tune() for key, dist in spec.search.space.items()}
-    config = {**spec.base_config(), **space, "seed": spec.seeds[0]}
-    alg = OptunaSearch(metric=per_epoch_metric(spec.metric), mode=spec.mode, sampler=TPESampler(seed=spec.seeds[0]))
+    param_space = {"trial": {"config": {**spec.base_config(), **space, "seed": spec.seeds[0]}, "meta": meta}}
     limit = spec.search.max_concurrent or max(1, int(os.cpu_count() or 1))
-    return {"trial": {"config": config, "meta": meta}}, ConcurrencyLimiter(alg, max_concurrent=limit), \
-        spec.search.num_trials
+    alg = ConcurrencyLimiter(optuna_search(spec, history, param_space), max_concurrent=limit)
+    return param_space, alg, history.num_samples
 
 
 def _fatal_stopper(progress):
@@ -314,9 +316,6 @@ def build_tuner(plan: LaunchPlan, progress):
 
     spec = plan.spec
     trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    if plan.restore:
-        return tune.Tuner.restore(str(plan.paths.ray / plan.launch_name), trainable=trainable,
-                                  resume_unfinished=True, resume_errored=True)
     run_config = tune.RunConfig(
         name=plan.launch_name, storage_path=str(plan.paths.ray), verbose=0, callbacks=[progress],
         stop=_fatal_stopper(progress),
@@ -329,7 +328,7 @@ def build_tuner(plan: LaunchPlan, progress):
                  for t in plan.trials]
         param_space, search_alg, samples = {"trial": tune.grid_search(items)}, None, 1
     else:
-        param_space, search_alg, samples = _search(spec, plan.meta)
+        param_space, search_alg, samples = _search(spec, plan.meta, plan.search)
     tune_config = tune.TuneConfig(
         scheduler=_scheduler(spec), search_alg=search_alg, num_samples=samples, reuse_actors=True,
         trial_dirname_creator=lambda trial: trial.trial_id,
@@ -347,7 +346,7 @@ def run_plan(plan: LaunchPlan, progress, signals: StopSignals) -> bool:
             signals.hold()  # Ray's shutdown and the MLflow settle that follow are not to be cut short
     if results.num_errors:
         print(f"[mixsweep] {results.num_errors} trial(s) ended with an error after retries", file=sys.stderr)
-    expected = len(plan.trials) if plan.trials else plan.spec.search.num_trials
+    expected = len(plan.trials) if plan.trials else plan.search.num_samples
     stopped = {tid for tid, row in progress.rows.items() if row.status == "STOPPED"}  # by the scheduler
 
     def ended(result) -> bool:  # after Ctrl+C Tune calls stopped and unstarted trials "terminated" too

@@ -55,10 +55,12 @@ def sweep_status(name: str, *, storage: Path, out: TextIO | None = None) -> int:
     print(f"sweep {name} in {paths.storage}: {len(state['trials'])} trials, tracking {state['tracking_uri']}"
           f"{_driver_note(paths)}", file=out)
     print(f"  {'trial':44s} {'state':9s} {'epochs':>7s} {'mlflow':9s} {state['metric']:>16s}", file=out)
+    stopped = set(state.get("stopped", []))  # by ASHA: ended, though its workdir has no final result
     for t in state["trials"]:
         h = t["run_hash"]
         wd = paths.workdir(h)
         value = f"{metrics[h]:.2f}" if h in metrics else "-"
-        print(f"  {t['name'][:44]:44s} {trial_state(wd):9s} {epochs_done(wd):>7d} {statuses.get(h, '-'):9s} "
-              f"{value:>16s}", file=out)
+        shown = "stopped" if h in stopped and trial_state(wd) == "partial" else trial_state(wd)
+        print(f"  {t['name'][:44]:44s} {shown:9s} {epochs_done(wd):>7d} {statuses.get(h, '-'):9s} {value:>16s}",
+              file=out)
     return 0

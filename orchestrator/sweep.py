@@ -243,14 +243,23 @@ def _launch(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: s
                 client.set_terminated(sweep_run, "FINISHED")
                 print("[mixsweep] nothing to run", file=out)
                 return 1 if plan.failed else 0
-            name, restore = f"launch-{launches + 1:03d}", False
-        else:
-            from ray import tune
+            name, history = f"launch-{launches + 1:03d}", None
+        else:  # a fresh experiment too, its study rebuilt from the storage (see orchestrator.search)
+            from .search import search_history
 
-            name = "search"
-            restore = (paths.ray / name).exists() and tune.Tuner.can_restore(str(paths.ray / name))
-            print(f"[mixsweep] sweep {spec.name}: {spec.search.algorithm} search, {spec.search.num_trials} trials"
-                  f"{' (restoring the search)' if restore else ''}", file=out)
+            history = search_history(spec, paths, stopped)
+            stale = {h for h in history.values if history.states[h] != "stopped" and _needs_sync(runs.get(h))}
+            if stale:
+                sync_trials(paths, state, only=stale, out=out)
+            print(f"[mixsweep] sweep {spec.name}: {spec.search.algorithm} search, {spec.search.num_trials} trials - "
+                  f"{history.count('finished')} finished, {history.count('failed')} failed, "
+                  f"{history.count('stopped')} stopped by ASHA, {len(history.unfinished)} to continue; launching "
+                  f"{history.num_samples}", file=out)
+            if not history.num_samples:
+                client.set_terminated(sweep_run, "FINISHED")
+                print("[mixsweep] nothing to run", file=out)
+                return 1 if history.count("failed") else 0
+            name = f"search-{launches + 1:03d}"
         try:
             check_data([t.config for t in plan.todo] or [spec.base_config(resolved=True)], address, out)
         except UserError:
@@ -266,7 +275,7 @@ def _launch(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: s
         configs = {t.run_hash: t.config for t in plan.todo}
         with StopSignals(out) as signals:
             try:
-                completed = run_plan(LaunchPlan(spec, paths, plan.todo, meta, address, name, restore), progress,
+                completed = run_plan(LaunchPlan(spec, paths, plan.todo, meta, address, name, history), progress,
                                      signals)
             except BaseException as exc:
                 signals.hold()

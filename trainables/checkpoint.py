@@ -30,6 +30,8 @@ def checkpoint_path(folder: Path, epoch: int) -> Path:
 #: written into a trial's workdir when the trial failed for good (diverged, or cannot start)
 FAILED_MARKER = "failed.json"
 CONFIG_FILE = "config.yaml"
+#: a search trial's config as the search algorithm sampled it (config.yaml is the resolved one)
+SAMPLED_CONFIG = "sampled.json"
 #: the workdir files that travel with every checkpoint reported to Ray (and back on a restore)
 RESULT_FILES = ("final.json", CONFIG_FILE, "metrics.jsonl")
 

@@ -26,7 +26,15 @@ from typing import Any
 
 import torch
 
-from .checkpoint import FAILED_MARKER, RESULT_FILES, atomic_write_text, disk_full, list_checkpoints, read_metrics
+from .checkpoint import (
+    FAILED_MARKER,
+    RESULT_FILES,
+    SAMPLED_CONFIG,
+    atomic_write_text,
+    disk_full,
+    list_checkpoints,
+    read_metrics,
+)
 from .config import ConfigError, trial_hashes, validate_config
 from .metrics import WORST
 from .tracking import TrialTracker
@@ -109,6 +117,8 @@ def run_trial(config: dict[str, Any]) -> None:
         meta.setdefault("run_name", f"trial-{meta['run_hash'][:8]}")
         if meta.get("trials_dir"):
             meta["workdir"] = str(Path(meta["trials_dir"]) / meta["run_hash"])
+            # the params as sampled, so that a later launch of the search can run this trial again
+            atomic_write_text(Path(meta["workdir"]) / SAMPLED_CONFIG, json.dumps(config["config"], sort_keys=True))
     workdir = Path(meta["workdir"]) if meta.get("workdir") else Path.cwd() / "work"
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoint = tune.get_checkpoint()
