@@ -69,8 +69,8 @@ def trials_started(storage, name: str) -> int:
     return len(list((storage / name / "trials").glob("*/config.yaml")))
 
 
-@pytest.mark.parametrize("sig,when", [(signal.SIGINT, "first-epoch"), (signal.SIGINT, "later"),
-                                      (signal.SIGTERM, "later")], ids=["SIGINT-first-epoch", "SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("sig,when", [(signal.SIGINT, "first-epoch"), (signal.SIGTERM, "later")],
+                         ids=["SIGINT-first-epoch", "SIGTERM-later"])
 def test_graceful_stop_then_resume(tmp_path, sig, when):
     spec = write_spec(tmp_path / "s.yaml", "stopped", epochs=3, factors="mix.preset: [none, cutmix]",
                       train_size=1536 if when == "first-epoch" else 768)
