@@ -39,8 +39,11 @@ def test_every_preset_resolves_and_scopes():
     for name in list_presets():
         cfg = resolve_mix_config({"preset": name})
         assert cfg.preset == name
-        expect = {"saliencymix_official": "per_batch", "none": None}.get(name, "per_sample")
+        expect = {"saliencymix_official": "per_batch", "mixup": "per_batch", "cutmix": "per_batch",
+                  "none": None}.get(name, "per_sample")
         assert cfg.scope == expect
+        fit = {"saliencymix": "shift", "saliencymix_official": "clip", "cutmix": "clip"}.get(name)
+        assert cfg.box_fit == fit
     assert set(list_presets()) == {"none", "mixup", "cutmix", "saliencymix", "saliencymix_official", "guided_sr",
                                    "guided_ap", "grafting"}
 
@@ -54,6 +57,11 @@ def test_overrides_and_cross_family():
     assert (cfg.selection, cfg.lam, cfg.label, cfg.saliency_input) == (None, None, "mask_mean", "uint8")
     cfg = resolve_mix_config({"mask": "box"})
     assert (cfg.selection, cfg.saliency, cfg.lam, cfg.label, cfg.prob) == ("random", "none", "beta(1,1)", "area", 1.0)
+    assert (cfg.box_fit, cfg.scope) == ("clip", "per_sample")  # no preset: CutMix's clip for a random box
+    cfg = resolve_mix_config({"mask": "box", "saliency": "fine_grained"})
+    assert (cfg.selection, cfg.box_fit) == ("salient_to_corresponding", "shift")  # the SaliencyMix paper's fit
+    cfg = resolve_mix_config({"preset": "cutmix", "scope": "per_sample", "box_fit": "shift"})
+    assert (cfg.scope, cfg.box_fit) == ("per_sample", "shift")
     assert resolve_mix_config({}).preset == "none" and not resolve_mix_config({}).mixes
 
 
@@ -71,6 +79,11 @@ def test_overrides_and_cross_family():
         ({"preset": "mixup", "selection": "random"}, r"mix.selection='random' does not apply to mix.mask=blend"),
         ({"preset": "guided_sr", "lam": "beta(1,1)"}, r"mix.lam='beta\(1,1\)' does not apply to mix.mask=pixel_ratio"),
         ({"preset": "none", "prob": 0.5}, r"mix.preset=none does not mix"),
+        ({"preset": "saliencymix", "box_fit": "crop"}, r"mix.box_fit: unknown value 'crop'.*allowed: shift, clip"),
+        ({"preset": "mixup", "box_fit": "shift"}, r"mix.box_fit='shift' does not apply to mix.mask=blend"),
+        ({"preset": "guided_sr", "pairing": "optimal"}, r"'optimal' was removed.*use 'greedy_local'"),
+        ({"preset": "cutmix", "saliency": "fine_grained", "selection": "salient_to_salient"},
+         r"per_batch pastes one box.*set mix.scope: per_sample"),
         ({"preset": "saliencymix", "scope": "per_batch", "selection": "salient_to_salient"},
          r"per_batch pastes one box"),
         ({"preset": "guided_sr", "scope": "per_batch", "pairing": "random"},

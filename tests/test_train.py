@@ -103,7 +103,7 @@ def test_divergence_names_epoch_and_step(tmp_path):
 
 def test_workdir_belongs_to_one_config(tmp_path):
     train({**TINY, "epochs": 1, "eval.robust_size": 0}, workdir=tmp_path, verbose=False)
-    with pytest.raises(ConfigError, match=r"different config \(differs in: mix.lam, mix.preset"):
+    with pytest.raises(ConfigError, match=r"different config \(differs in: mix.box_fit, mix.lam, mix.preset"):
         train({**TINY, "epochs": 1, "eval.robust_size": 0, "mix.preset": "cutmix"}, workdir=tmp_path)
 
 

@@ -23,7 +23,7 @@ from .lam import parse_lam
 from .pairing import PAIRINGS
 from .registry import Registry, did_you_mean
 from .saliency import SALIENCY, SALIENCY_INPUTS
-from .selection import SELECTIONS
+from .selection import BOX_FITS, SELECTIONS
 
 MASKS = ("box", "pixel_ratio", "blend", "graft")
 LABELS = ("area", "mask_mean", "saliency_mass")
@@ -32,6 +32,7 @@ FACTOR_KEYS = (
     "preset",
     "saliency",
     "selection",
+    "box_fit",
     "pairing",
     "lam",
     "mask",
@@ -43,6 +44,12 @@ FACTOR_KEYS = (
     "graft_temperature",
     "graft_p",
 )
+#: pairing names that no longer exist, with what to use instead
+REMOVED_PAIRINGS = {
+    "optimal": "was removed: its assignment allowed symmetric pairs (i->j and j->i), which GuidedMixup's Eq. 1 "
+               "forbids and which duplicate samples under pixel_ratio and blend masks; use 'greedy_local' (greedy's "
+               "cycle improved by local search under every Eq. 1 constraint), or 'assignment' with box masks",
+}
 GRAFT_DEFAULTS = {"graft_grid": 4, "graft_temperature": 0.5, "graft_p": 0.5}
 
 
@@ -55,6 +62,7 @@ class MixConfig:
     prob: float
     saliency: str | None = "none"
     selection: str | None = None
+    box_fit: str | None = None
     pairing: str | None = "random"
     lam: str | None = None
     label: str | None = None
@@ -77,29 +85,35 @@ PRESETS: Registry[dict[str, object]] = Registry("mixing preset")
 PRESETS.register("none", {"prob": 0.0}, help="no mixing (vanilla training)")
 PRESETS.register(
     "mixup",
-    {"mask": "blend", "lam": "beta(1,1)", "label": "mask_mean", "pairing": "random", "prob": 1.0},
-    help="Mixup (Zhang et al. 2018): global blend, lam ~ Beta(1,1)",
+    {"mask": "blend", "lam": "beta(1,1)", "label": "mask_mean", "pairing": "random", "prob": 1.0,
+     "scope": "per_batch"},
+    help="Mixup (Zhang et al. 2018): global blend, one lam ~ Beta(1,1) per batch (as timm and torchvision v2)",
 )
 PRESETS.register(
     "cutmix",
-    {"mask": "box", "selection": "random", "lam": "beta(1,1)", "label": "area", "pairing": "random", "prob": 0.5},
-    help="CutMix (Yun et al. 2019): random box, lam corrected by the clipped area",
+    {"mask": "box", "selection": "random", "box_fit": "clip", "lam": "beta(1,1)", "label": "area",
+     "pairing": "random", "prob": 0.5, "scope": "per_batch"},
+    help="CutMix (Yun et al. 2019): one random box and lam ~ Beta(1,1) per batch, lam corrected by the clipped area",
 )
 _SALIENCYMIX = {
     "mask": "box",
     "saliency": "fine_grained",
     "saliency_input": "uint8",
     "selection": "salient_to_corresponding",
+    "box_fit": "shift",
     "lam": "uniform(0,1)",
     "label": "area",
     "pairing": "random",
     "prob": 0.5,
 }
-PRESETS.register("saliencymix", _SALIENCYMIX, help="SaliencyMix as the paper describes it (per-sample boxes)")
+PRESETS.register("saliencymix", _SALIENCYMIX,
+                 help="SaliencyMix as the paper describes it (per-sample boxes of the size lam asks for, "
+                      "shifted inside the image)")
 PRESETS.register(
     "saliencymix_official",
-    {**_SALIENCYMIX, "lam": "beta(1,1)", "scope": "per_batch", "saliency_input": "official_float"},
-    help="SaliencyMix as the released code runs it (one box per batch, normalised float into OpenCV)",
+    {**_SALIENCYMIX, "lam": "beta(1,1)", "scope": "per_batch", "box_fit": "clip", "saliency_input": "official_float"},
+    help="SaliencyMix as the released code runs it (one box per batch clipped at the border, normalised float "
+         "into OpenCV)",
 )
 PRESETS.register(
     "guided_sr",
@@ -130,6 +144,7 @@ def factor_values() -> dict[str, list[str]]:
         "preset": list_presets(),
         "saliency": ["none", *SALIENCY.names()],
         "selection": SELECTIONS.names(),
+        "box_fit": list(BOX_FITS),
         "pairing": PAIRINGS.names(),
         "mask": list(MASKS),
         "label": list(LABELS),
@@ -162,7 +177,7 @@ def _number(key: str, value: object, lo: float, hi: float, *, integer: bool = Fa
 
 def _applies(key: str, cfg: MixConfig) -> bool:
     mask = cfg.mask
-    if key == "selection":
+    if key in ("selection", "box_fit"):
         return mask == "box"
     if key == "lam":
         return mask in ("box", "blend")
@@ -182,6 +197,8 @@ def _defaults(cfg: MixConfig) -> MixConfig:
     fill: dict[str, object] = {}
     if cfg.mask == "box" and cfg.selection is None:
         fill["selection"] = "random" if cfg.saliency == "none" else "salient_to_corresponding"
+    if cfg.mask == "box" and cfg.box_fit is None:  # CutMix clips its random box; SaliencyMix's paper shifts
+        fill["box_fit"] = "clip" if (cfg.selection or fill.get("selection")) == "random" else "shift"
     if cfg.mask in ("box", "blend") and cfg.lam is None:
         fill["lam"] = "beta(1,1)"
     if cfg.mask is not None and cfg.label is None:
@@ -218,17 +235,22 @@ def _check_combination(cfg: MixConfig) -> None:
             f"{', '.join(needs_saliency)} needs a saliency detector but mix.saliency is 'none'; "
             f"allowed: {', '.join(SALIENCY.names())}"
         )
+    pairing = PAIRINGS.get(cfg.pairing)
+    if getattr(pairing, "masks", None) is not None and cfg.mask not in pairing.masks:
+        raise ValueError(f"mix.pairing={cfg.pairing} cannot be used with mix.mask={cfg.mask}: {pairing.why}; "
+                         f"allowed masks: {', '.join(pairing.masks)} (or use mix.pairing=greedy_local)")
     if cfg.scope == "per_batch":
-        if PAIRINGS.get(cfg.pairing).needs_distance or cfg.label == "saliency_mass":
+        fix = "; set mix.scope: per_sample to draw per pair"
+        if pairing.needs_distance or cfg.label == "saliency_mass":
             raise ValueError(f"mix.scope=per_batch uses the saliency of ONE image for the whole batch; it cannot feed "
-                             f"mix.pairing={cfg.pairing} or mix.label={cfg.label}, which need every image's map")
+                             f"mix.pairing={cfg.pairing} or mix.label={cfg.label}, which need every image's map{fix}")
         if cfg.mask not in ("box", "blend"):
-            raise ValueError(f"mix.scope=per_batch applies to box and blend masks, not mix.mask={cfg.mask}")
+            raise ValueError(f"mix.scope=per_batch applies to box and blend masks, not mix.mask={cfg.mask}{fix}")
         if cfg.mask == "box" and SELECTIONS.get(cfg.selection).target != "corresponding":
             raise ValueError(
                 f"mix.scope=per_batch pastes one box at the same place in every image, so it needs a selection "
                 f"that pastes to the corresponding location (salient_to_corresponding, random), "
-                f"not {cfg.selection}"
+                f"not {cfg.selection}{fix}"
             )
 
 
@@ -254,9 +276,12 @@ def resolve_mix_config(raw: Mapping[str, object] | MixConfig | None = None) -> M
 
     user = {k: v for k, v in raw.items() if k != "preset"}
     merged = {**base, **user}
+    if merged.get("pairing") in REMOVED_PAIRINGS:
+        raise ValueError(f"mix.pairing: {merged['pairing']!r} {REMOVED_PAIRINGS[merged['pairing']]}")
     if "mask" in merged and merged["mask"] is not None:
         _choice("mask", merged["mask"], MASKS)
     for key, allowed in (("saliency", ["none", *SALIENCY.names()]), ("selection", SELECTIONS.names()),
+                         ("box_fit", list(BOX_FITS)),
                          ("pairing", PAIRINGS.names()), ("label", list(LABELS)), ("scope", list(SCOPES)),
                          ("saliency_input", list(SALIENCY_INPUTS))):
         if key in merged:
@@ -279,7 +304,7 @@ def resolve_mix_config(raw: Mapping[str, object] | MixConfig | None = None) -> M
     cfg = MixConfig(preset=preset, mask=merged.get("mask"), prob=float(merged.get("prob", 1.0)))
     cfg = replace(cfg, saliency=merged.get("saliency", "none"), pairing=merged.get("pairing", "random"),
                   scope=merged.get("scope", "per_sample"))
-    for key in ("selection", "lam", "label", "saliency_input", "graft_grid", "graft_temperature", "graft_p"):
+    for key in ("selection", "box_fit", "lam", "label", "saliency_input", "graft_grid", "graft_temperature", "graft_p"):
         if key in merged:
             cfg = replace(cfg, **{key: merged[key]})
     for key in FACTOR_KEYS:

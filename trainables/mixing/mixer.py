@@ -240,7 +240,7 @@ class Mixer:
             else:
                 src_maps, tgt_maps = src_sal, sal
             src_box, tgt_box = place_boxes(scheme, cut_h, cut_w, (h, w), source_maps=src_maps,
-                                           target_maps=tgt_maps, centres=centres)
+                                           target_maps=tgt_maps, centres=centres, box_fit=cfg.box_fit)
             mixed, source_weight = paste_boxes(images, partner, src_box, tgt_box,
                                                aligned=scheme.target == "corresponding")
         elif cfg.mask == "blend":

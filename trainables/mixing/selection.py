@@ -5,12 +5,22 @@ uniform random centre) and where it is pasted in the target (the corresponding l
 around the TARGET map's peak / minimum). Peaks are the first maximum (minimum) in row-major
 order, like numpy and torch.argmax.
 
-Geometry (SaliencyMix paper and released code): cut = sqrt(1 - lam); side h = int(H * cut),
-w = int(W * cut); box [c - h//2, c + h//2) clipped to the image (so the side before clipping is
-2*(h//2)). For non-corresponding schemes the target box has the clipped source box's size, is
-centred on the target point and shifted to lie inside the image, so it always contains that
-point and both boxes have equal size. lam is recomputed from the clipped box:
-lam = 1 - area / (H*W).
+Geometry: cut = sqrt(1 - lam); side h = int(H * cut), w = int(W * cut); box
+[c - h//2, c + h//2), so the box's side is 2*(h//2). A box that crosses the border is fitted
+into the image by `box_fit` (the factor `mix.box_fit`):
+
+* `shift` (the SaliencyMix paper: "centering on the maximum saliency pixel if possible, or
+  keeping the maximum saliency pixel on the selected patch"): the box keeps its size and is
+  moved inside the image; it still contains the chosen point, so every selection scheme pastes
+  the area lam asked for.
+* `clip` (CutMix and the released SaliencyMix code): the box is cut at the border. Saliency
+  peaks sit near the border of small images, so clipped boxes are smaller than lam asked for,
+  by an amount that depends on the scheme.
+
+For non-corresponding schemes the target box has the fitted source box's size, is centred on
+the target point and shifted to lie inside the image (with either fit), so it always contains
+that point and both boxes have equal size. The label rule `area` then recomputes lam from the
+pasted box: lam = 1 - area / (H*W).
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ class Selection:
     target: str  #: "corresponding" | "max" | "min"
     doc: str
 
+
+BOX_FITS = ("shift", "clip")  #: how a box that crosses the border is fitted into the image
 
 SELECTIONS: Registry[Selection] = Registry("selection scheme")
 for _name, _src, _tgt, _doc in (
@@ -68,6 +80,7 @@ def place_boxes(
     source_maps: Tensor | None = None,
     target_maps: Tensor | None = None,
     centres: Tensor | None = None,
+    box_fit: str = "clip",
 ) -> tuple[Tensor, Tensor]:
     """Source and target boxes (B,4) long as (x1, y1, x2, y2).
 
@@ -78,15 +91,24 @@ def place_boxes(
         source_maps: (B,H,W) saliency of each pair's SOURCE (for source "max"/"min").
         target_maps: (B,H,W) saliency of each TARGET (for target "max"/"min").
         centres: (B,2) (y, x) random centres (for source "random").
+        box_fit: `shift` (keep the size, move the box inside the image) or `clip` (cut it at the
+            border).
     """
+    if box_fit not in BOX_FITS:
+        raise ValueError(f"unknown box_fit {box_fit!r}; allowed: {', '.join(BOX_FITS)}")
     h, w = size
     if scheme.source == "random":
         cy, cx = centres[:, 0], centres[:, 1]
     else:
         cy, cx = peak(source_maps, scheme.source)
     hh, hw = cut_h // 2, cut_w // 2
-    y1, y2 = (cy - hh).clamp(0, h), (cy + hh).clamp(0, h)
-    x1, x2 = (cx - hw).clamp(0, w), (cx + hw).clamp(0, w)
+    if box_fit == "shift":  # side 2*hh <= h, so the start lies in [0, h - 2*hh] and the box holds cy
+        y1 = torch.minimum((cy - hh).clamp_min(0), h - 2 * hh)
+        x1 = torch.minimum((cx - hw).clamp_min(0), w - 2 * hw)
+        y2, x2 = y1 + 2 * hh, x1 + 2 * hw
+    else:
+        y1, y2 = (cy - hh).clamp(0, h), (cy + hh).clamp(0, h)
+        x1, x2 = (cx - hw).clamp(0, w), (cx + hw).clamp(0, w)
     source = torch.stack((x1, y1, x2, y2), dim=1)
     if scheme.target == "corresponding":
         return source, source
