@@ -82,7 +82,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from trainables.data import list_datasets
     from trainables.mixing import factor_values
-    from trainables.mixing.config import PRESETS
+    from trainables.mixing.config import PRESETS, factor_help, preset_summary
     from trainables.models import list_models
     from trainables.recipes import RECIPES
 
@@ -94,10 +94,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("\npresets (mix.preset):")
     for name in PRESETS.names():
         print(f"  {name:22s} {PRESETS.help(name)}")
+        print(f"  {'':22s}   {preset_summary(name)}")
     print("\nfactor values:")
+    docs = factor_help()
     for key, values in factor_values().items():
-        if key != "preset":
+        if key == "preset":
+            continue
+        if key not in docs:
             print(f"  mix.{key:18s} {', '.join(values)}")
+            continue
+        print(f"  mix.{key}")
+        for value in values:
+            print(f"    {value:24s} {docs[key].get(value, '')}".rstrip())
     print("\nrecipes (recipe):")
     for name in RECIPES.names():
         print(f"  {name:22s} {RECIPES.help(name)}")

@@ -163,3 +163,17 @@ def test_real_process_exit_2_without_traceback(tmp_path, args):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert len([line for line in proc.stderr.splitlines() if line.strip()]) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_list_says_what_every_preset_runs(capsys):
+    """`mixsweep list` shows each preset's resolved factors and one line per factor value."""
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    at = lines.index(next(line for line in lines if line.strip().startswith("saliencymix ")))
+    assert "box_fit=shift" in lines[at + 1] and "scope=per_sample" in lines[at + 1]
+    at = lines.index(next(line for line in lines if line.strip().startswith("cutmix ")))
+    assert "box_fit=clip" in lines[at + 1] and "scope=per_batch" in lines[at + 1]
+    assert any(line.split()[:1] == ["shift"] and "SaliencyMix paper" in line for line in lines)
+    assert any(line.split()[:1] == ["greedy_local"] for line in lines)
+    assert not any(line.split()[:1] == ["optimal"] for line in lines)

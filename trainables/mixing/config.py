@@ -154,6 +154,48 @@ def factor_values() -> dict[str, list[str]]:
     }
 
 
+#: one line per value of the factors without a registry of their own (`mixsweep list` prints them)
+VALUE_HELP: dict[str, dict[str, str]] = {
+    "box_fit": {
+        "shift": "the box keeps the size lam asks for and is moved inside the image, still holding the chosen "
+                 "point (SaliencyMix paper)",
+        "clip": "the box is cut at the image border and lam follows the pasted area (CutMix, released "
+                "SaliencyMix code)",
+    },
+    "mask": {
+        "box": "paste a rectangle of the source (SaliencyMix, CutMix)",
+        "pixel_ratio": "per-pixel ratio of the two saliency maps (GuidedMixup)",
+        "blend": "global blend lam x_t + (1 - lam) x_s (Mixup)",
+        "graft": "stochastic salient patches of the source (Saliency Grafting, our formulation)",
+    },
+    "label": {
+        "area": "target weight = 1 - pasted pixel share of a binary mask",
+        "mask_mean": "target weight = mean of the soft mask",
+        "saliency_mass": "share of each image's saliency that survives (Saliency Grafting)",
+    },
+    "scope": {
+        "per_sample": "every pair draws its own lam, box and saliency (SaliencyMix paper, GuidedMixup)",
+        "per_batch": "one lam and one box for the whole batch (Mixup, CutMix, timm, torchvision v2, released "
+                     "SaliencyMix code)",
+    },
+}
+
+
+def factor_help() -> dict[str, dict[str, str]]:
+    """{factor: {value: one-line description}} of every categorical factor (for `mixsweep list`)."""
+    out = {"saliency": {"none": "no saliency map", **{n: SALIENCY.help(n) for n in SALIENCY.names()}},
+           "selection": {n: SELECTIONS.help(n) for n in SELECTIONS.names()},
+           "pairing": {n: PAIRINGS.help(n) for n in PAIRINGS.names()}}
+    out.update(VALUE_HELP)
+    return out
+
+
+def preset_summary(name: str) -> str:
+    """`key=value ...` of the factors preset `name` resolves to (what runs), without preset itself."""
+    values = resolve_mix_config({"preset": name}).as_dict()
+    return " ".join(f"{k}={v}" for k, v in values.items() if k != "preset")
+
+
 def _choice(key: str, value: object, allowed: list[str] | tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
         hint = did_you_mean(str(value), list(allowed))
