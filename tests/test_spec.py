@@ -476,3 +476,14 @@ def test_shipped_spec_files_are_package_data():
     text = (root / "pyproject.toml").read_text()
     assert 'search_spaces = ["*.yaml"]' in text
     assert {p.stem for p in (root / "search_spaces").glob("*.yaml")} == set(SHIPPED)
+
+
+def test_imagenet300_recipe_is_the_released_imagenet_setup():
+    """SaliencyMix-ImageNet/train.py (from CutMix): SGD momentum 0.9 with nesterov=True, wd 1e-4, 300 epochs."""
+    from trainables.config import validate_config
+    from trainables.recipes import RECIPES
+
+    cfg = validate_config({"recipe": "imagenet300"})
+    assert cfg.optim.nesterov and cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 1e-4
+    assert (cfg.epochs, cfg.batch_size, cfg.sched.milestones, cfg.sched.gamma) == (300, 256, (75, 150, 225), 0.1)
+    assert "Nesterov" in RECIPES.help("imagenet300")
