@@ -10,9 +10,14 @@ only way to reproduce the released SaliencyMix code, which is why they exist as 
   fine-grained detector reads raw bytes of the float buffer as pixel values (`gray.at<uchar>`
   on a CV_32F image), so its argmax is an artefact of IEEE-754 bytes, not saliency. Since the
   artefact is a property of OpenCV's memory layout, we reproduce it by calling OpenCV.
-  (Under OpenCV 4.x the released code then also computed `(map * 255).astype("uint8")` on a
-  uint8 map, which wraps modulo 256; OpenCV 5 returns a float map, where that step is harmless.
-  We return what OpenCV returns.)
+  The released code then computed `(map * 255).astype("uint8")`. That step is harmless: since
+  opencv_contrib 3.4.3 (PR #1736, 2018), so in every 4.x (4.2 included) and in 5.x,
+  `StaticSaliencyFineGrained.computeSaliency` returns a float32 map in [0,1] (its uint8 map
+  converted with scale 1/255), whatever the input dtype, and x255 + truncation gives the 256
+  levels back exactly. Only OpenCV before 3.4.3 returned the uint8 map itself, on which x255
+  wraps modulo 256. (Checked: opencv-contrib-python-headless 5.0.0 returns float32 in [0,1] for
+  uint8 and float32 input; the 4.2.0 source converts to CV_32F with scale 1/255.) We return
+  what OpenCV returns, as float32 in [0,1].
 
 This module is the documented exception to "no host syncs": it copies the batch to the host.
 OpenCV is imported lazily, so the mixing core imports without it.
