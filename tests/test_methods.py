@@ -124,3 +124,31 @@ def test_saliency_mass_on_off_place_boxes_uses_source_coordinates(photos):
         keep[ty1:ty2, tx1:tx2] = 0
         a_t = (sal[i] * keep).sum() / sal[i].sum()
         assert abs(float(out.info.lam[i]) - a_t / (a_t + a_s)) < 1e-5
+
+
+def test_guided_sr_official_float_mixes_with_the_released_input(photos):
+    """`mix.saliency_input: official_float` = GuidedMixup's SR of the batch normalised with the dataset's stats."""
+    stats = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # the released code's Tiny-ImageNet normalisation
+    cfg = {"preset": "guided_sr", "prob": 1.0, "saliency_input": "official_float"}
+    out = build_mixer(cfg, normalization=stats)(photos, torch.arange(15), num_classes=15,
+                                                generator=torch.Generator().manual_seed(0))
+    expect = saliency_map("spectral_residual_guided", photos, saliency_input="official_float", normalization=stats)
+    assert torch.equal(out.info.saliency, expect)
+    plain = build_mixer({"preset": "guided_sr", "prob": 1.0})(photos, torch.arange(15), num_classes=15,
+                                                               generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(plain.info.saliency, expect)
+    with pytest.raises(ValueError, match=r"normalization must be \(mean, std\)"):
+        build_mixer(cfg, normalization=((0.5, 0.5), (0.5, 0.5)))
+
+
+def test_training_hands_the_dataset_statistics_to_the_mixer(tmp_path):
+    from trainables.config import validate_config
+    from trainables.mixing.ops import CIFAR_MEAN, CIFAR_STD
+    from trainables.train import _Trial
+
+    cfg = validate_config({"dataset": "synthetic_salient", "data.train_size": 16, "data.test_size": 4,
+                           "model": "small_cnn", "batch_size": 8, "epochs": 1, "device": "cpu", "workers": 0,
+                           "mix.preset": "saliencymix_official"})
+    trial = _Trial(cfg, tmp_path, None, False)
+    assert trial.mixer.normalization == (trial.data.mean, trial.data.std)
+    assert trial.mixer.normalization != (CIFAR_MEAN, CIFAR_STD)
