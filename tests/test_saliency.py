@@ -236,3 +236,17 @@ def test_gradient_saliency_is_taken_on_the_normalised_input(photos32):
     ref = (g * torch.tensor([0.2, 0.5, 1.0]).view(1, 3, 1, 1)).pow(2).mean(1).sqrt()
     m = saliency_map("gradient", photos32, model=model, targets=targets)
     assert torch.allclose(m, ref / ref.amax((1, 2), keepdim=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_opencv_fine_grained_returns_float_maps(dtype):
+    """What opencv_ref's docstring states: a float32 map in [0,1] (opencv_contrib >= 3.4.3) whatever the input
+    dtype, whose x255 + truncation (the released SaliencyMix code's `astype("uint8")`) gives its levels back."""
+    rng = np.random.default_rng(0)
+    img = (rng.random((24, 20, 3)) * 255).astype(np.uint8)
+    arr = img if dtype == np.uint8 else img.astype(np.float32) / 255
+    ok, m = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(np.ascontiguousarray(arr))
+    assert ok and m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1
+    levels = np.round(m * 255)
+    assert np.allclose(m * 255, levels, atol=1e-3)  # 8-bit levels / 255
+    assert np.array_equal((m * 255).astype(np.uint8), levels.astype(np.uint8))
