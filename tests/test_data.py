@@ -358,6 +358,18 @@ def test_cifar_subsets_keep_the_first_images(cifar10_root):
         build_dataset("cifar10", root=str(root), train_size=99)
 
 
+def test_cifar_statistics_are_the_released_codes_normalisation(cifar10_root):
+    """`official_float` normalises with the bundle's mean/std: for CIFAR they are the released code's constants, so
+    the saliency detector sees exactly the float32 tensor that code fed it."""
+    from trainables.data.cifar import CIFAR100_MEAN, CIFAR100_STD
+    from trainables.mixing.ops import CIFAR_MEAN, CIFAR_STD
+
+    b = build_dataset("cifar10", root=str(cifar10_root[0]))
+    assert (b.mean, b.std) == (CIFAR_MEAN, CIFAR_STD)  # SaliencyMix, CutMix, GuidedMixup (x / 255)
+    assert tuple(v / 255 for v in (129.3, 124.1, 112.4)) == CIFAR100_MEAN  # GuidedMixup's load_data.py
+    assert tuple(v / 255 for v in (68.2, 65.4, 70.4)) == CIFAR100_STD
+
+
 def test_cifar100_fine_labels(tmp_path):
     rng = np.random.default_rng(1)
     folder = tmp_path / "cifar-100-python"

@@ -36,9 +36,16 @@ from .base import (
 )
 from .tensor import TensorSplit
 
-# per-channel statistics of the training images in [0, 1] (std: per-pixel, not per-image)
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+# per-channel statistics of the training images in [0, 1] (std: per-pixel, not per-image), written
+# as the released code writes them (x/255 to 0.1 of a level: the measured values to 3-4 digits):
+# CIFAR-10 as SaliencyMix, CutMix and GuidedMixup, CIFAR-100 as GuidedMixup (PuzzleMix lineage). So
+# `mix.saliency_input: official_float`, which normalises with these, feeds the saliency detector
+# exactly the float32 tensor those codes fed it. (Not quite for SaliencyMix on CIFAR-100: its
+# released code normalised CIFAR-100 with the CIFAR-10 values.)
+CIFAR10_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
+CIFAR10_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
+CIFAR100_MEAN = tuple(v / 255 for v in (129.3, 124.1, 112.4))
+CIFAR100_STD = tuple(v / 255 for v in (68.2, 65.4, 70.4))
 
 
 #: the only globals a CIFAR python-pickle batch needs (numpy array reconstruction)
