@@ -152,3 +152,39 @@ def test_training_hands_the_dataset_statistics_to_the_mixer(tmp_path):
     trial = _Trial(cfg, tmp_path, None, False)
     assert trial.mixer.normalization == (trial.data.mean, trial.data.std)
     assert trial.mixer.normalization != (CIFAR_MEAN, CIFAR_STD)
+
+
+def _graft_reference(maps: np.ndarray, grid: int, t: float, p: float, u: np.ndarray, rescale: bool = True):
+    """MIXING.md's grafting rule in its order: pool, rescale to max 1, softmax(S/T), P > mean, Bernoulli(p), at
+    least one patch (the most salient), nearest upsampling. Returns (mask, candidates)."""
+    b, h, w = maps.shape
+    pooled = maps.reshape(b, grid, h // grid, grid, w // grid).mean((2, 4)).reshape(b, -1).astype(np.float64)
+    if rescale:
+        pooled = pooled / pooled.max(1, keepdims=True)
+    e = np.exp(pooled / t - (pooled / t).max(1, keepdims=True))
+    prob = e / e.sum(1, keepdims=True)
+    cand = prob > prob.mean(1, keepdims=True)
+    chosen = cand & (u < p)
+    none = ~chosen.any(1)
+    chosen[none, prob[none].argmax(1)] = True
+    mask = np.stack([np.kron(c.reshape(grid, grid), np.ones((h // grid, w // grid))) for c in chosen])
+    return mask, cand
+
+
+def test_graft_mask_is_free_of_the_map_scale():
+    """The pooled map is rescaled to max 1 before the softmax: 100x (or 1/1000x) the map gives the same mask."""
+    from trainables.mixing.masks import graft_weight
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(6, 32, 32, generator=g) ** 4
+    uniform = torch.rand(6, 16, generator=g)
+    uniform[0] = 0.99  # row 0 keeps no candidate: the most salient patch is grafted
+    mask = graft_weight(maps, 4, 0.5, 0.5, uniform)
+    for scale in (100.0, 1e-3):
+        assert torch.equal(graft_weight(maps * scale, 4, 0.5, 0.5, uniform), mask)
+    ref, _ = _graft_reference(maps.numpy(), 4, 0.5, 0.5, uniform.numpy())
+    assert np.array_equal(mask.numpy(), ref) and mask[0].sum() == 64  # one 8x8 patch in row 0
+    # the rescale is what makes this hold: without it, 100x the map leaves other candidates at T = 0.5
+    _, raw = _graft_reference(maps.numpy(), 4, 0.5, 0.5, uniform.numpy(), rescale=False)
+    _, raw100 = _graft_reference(maps.numpy() * 100, 4, 0.5, 0.5, uniform.numpy(), rescale=False)
+    assert not np.array_equal(raw, raw100)
