@@ -532,20 +532,20 @@ def test_random_resized_crop_params_stay_inside(h, w):
 
 def test_pad_option_reaches_the_training_loader(small):
     assert small.train.pad == 4 and small.options["pad"] == 4  # the default: SaliencyMix / CutMix
-    b = build_dataset("synthetic_salient", seed=3, pad=2, **SMALL)  # GuidedMixup's CIFAR padding
-    assert b.train.pad == 2 and b.options["pad"] == 2 and torch.equal(b.train.images, small.train.images)
-    x, _ = next(iter(make_loader(b.train, 40, train=True, generator=torch.Generator().manual_seed(5))))
+    b = build_dataset("synthetic_salient", seed=3, pad=2, train_size=16, test_size=2)  # GuidedMixup's CIFAR pad
+    assert b.train.pad == 2 and b.options["pad"] == 2 and torch.equal(b.train.images, small.train.images[:16])
+    x, _ = next(iter(make_loader(b.train, 16, train=True, generator=torch.Generator().manual_seed(5))))
     g = torch.Generator().manual_seed(5)  # the loader's draws: the order, then the crop/flip parameters
-    order = torch.randperm(40, generator=g)
-    params = sample_crop_flip(40, 2, True, g)
+    order = torch.randperm(16, generator=g)
+    params = sample_crop_flip(16, 2, True, g)
     assert int(params.dy.max()) <= 4 and int(params.dx.max()) <= 4
     assert torch.equal(x, apply_crop_flip(b.train.images[order], params, 2).float() / 255)
 
 
 def test_pad_zero_disables_the_crop_but_not_the_flip(small):
-    b = build_dataset("synthetic_salient", seed=3, pad=0, **SMALL)
+    b = build_dataset("synthetic_salient", seed=3, pad=0, train_size=16, test_size=2)
     g = torch.Generator().manual_seed(0)
-    x, _ = next(iter(make_loader(b.train, 40, train=True, generator=g)))
+    x, _ = next(iter(make_loader(b.train, 16, train=True, generator=g)))
     originals = b.train.images.float() / 255
     as_is = [any(torch.equal(xi, o) for o in originals) for xi in x]
     mirrored = [any(torch.equal(xi, o.flip(-1)) for o in originals) for xi in x]
