@@ -43,7 +43,8 @@ def step_table(device: torch.device, batch: int, rounds: int) -> str:
     opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)  # lr 0: every round trains the same weights
     fns = {}
     for preset in list_presets():
-        mixer = build_mixer({"preset": preset} if preset == "none" else {"preset": preset, "prob": 1.0})
+        mixer = build_mixer({"preset": preset} if preset == "none" else {"preset": preset, "prob": 1.0},
+                            normalization=(data.mean, data.std))
         g = torch.Generator().manual_seed(0)
         fns[preset] = (lambda m=mixer, g=g: train_step(m, model, opt, x, y, 10, g), device)
     t = interleaved(fns, rounds=rounds)
@@ -63,7 +64,8 @@ def epoch_table(device: torch.device, presets: list[str], rounds: int) -> str:
         model = build_model("small_cnn", num_classes=data.num_classes, image_size=data.image_size, mean=data.mean,
                             std=data.std).to(device)
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-        mixer = build_mixer({"preset": preset} if preset == "none" else {"preset": preset, "prob": 1.0})
+        mixer = build_mixer({"preset": preset} if preset == "none" else {"preset": preset, "prob": 1.0},
+                            normalization=(data.mean, data.std))
         loader = make_loader(data.train, 128, train=True, generator=torch.Generator().manual_seed(0), device=device)
         g = torch.Generator().manual_seed(0)
 

@@ -358,6 +358,18 @@ def test_cifar_subsets_keep_the_first_images(cifar10_root):
         build_dataset("cifar10", root=str(root), train_size=99)
 
 
+def test_cifar_statistics_are_the_released_codes_normalisation(cifar10_root):
+    """`official_float` normalises with the bundle's mean/std: for CIFAR they are the released code's constants, so
+    the saliency detector sees exactly the float32 tensor that code fed it."""
+    from trainables.data.cifar import CIFAR100_MEAN, CIFAR100_STD
+    from trainables.mixing.ops import CIFAR_MEAN, CIFAR_STD
+
+    b = build_dataset("cifar10", root=str(cifar10_root[0]))
+    assert (b.mean, b.std) == (CIFAR_MEAN, CIFAR_STD)  # SaliencyMix, CutMix, GuidedMixup (x / 255)
+    assert tuple(v / 255 for v in (129.3, 124.1, 112.4)) == CIFAR100_MEAN  # GuidedMixup's load_data.py
+    assert tuple(v / 255 for v in (68.2, 65.4, 70.4)) == CIFAR100_STD
+
+
 def test_cifar100_fine_labels(tmp_path):
     rng = np.random.default_rng(1)
     folder = tmp_path / "cifar-100-python"
@@ -513,3 +525,61 @@ def test_random_resized_crop_params_stay_inside(h, w):
     for _ in range(50):
         top, left, ch, cw = random_resized_crop_params(h, w, g)
         assert top >= 0 and left >= 0 and ch > 0 and cw > 0 and top + ch <= h and left + cw <= w
+
+
+# -- data.pad: random-crop padding -----------------------------------------------------------------
+
+
+def test_pad_option_reaches_the_training_loader(small):
+    assert small.train.pad == 4 and small.options["pad"] == 4  # the default: SaliencyMix / CutMix
+    b = build_dataset("synthetic_salient", seed=3, pad=2, train_size=16, test_size=2)  # GuidedMixup's CIFAR pad
+    assert b.train.pad == 2 and b.options["pad"] == 2 and torch.equal(b.train.images, small.train.images[:16])
+    x, _ = next(iter(make_loader(b.train, 16, train=True, generator=torch.Generator().manual_seed(5))))
+    g = torch.Generator().manual_seed(5)  # the loader's draws: the order, then the crop/flip parameters
+    order = torch.randperm(16, generator=g)
+    params = sample_crop_flip(16, 2, True, g)
+    assert int(params.dy.max()) <= 4 and int(params.dx.max()) <= 4
+    assert torch.equal(x, apply_crop_flip(b.train.images[order], params, 2).float() / 255)
+
+
+def test_pad_zero_disables_the_crop_but_not_the_flip(small):
+    b = build_dataset("synthetic_salient", seed=3, pad=0, train_size=16, test_size=2)
+    g = torch.Generator().manual_seed(0)
+    x, _ = next(iter(make_loader(b.train, 16, train=True, generator=g)))
+    originals = b.train.images.float() / 255
+    as_is = [any(torch.equal(xi, o) for o in originals) for xi in x]
+    mirrored = [any(torch.equal(xi, o.flip(-1)) for o in originals) for xi in x]
+    assert all(a or m for a, m in zip(as_is, mirrored)) and any(as_is) and not all(as_is)
+
+
+@pytest.mark.parametrize(
+    "pad, message",
+    [(-1, r"data.pad must be in \[0, 16\], got -1"), (17, r"data.pad must be in \[0, 16\], got 17"),
+     (1.5, r"data.pad must be an integer, got 1.5"), ("2", r"data.pad must be an integer")],
+)
+def test_bad_pad_names_the_key_and_the_range(pad, message):
+    with pytest.raises(ValueError, match=rf"synthetic_salient: {message}"):
+        build_dataset("synthetic_salient", pad=pad, **SMALL)
+    with pytest.raises(ValueError, match=r"synthetic_salient: data.pad must be in \[0, 32\], got 33"):
+        build_dataset("synthetic_salient", pad=33, image_size=64, **SMALL)
+
+
+def test_cifar_pad(cifar10_root):
+    root = str(cifar10_root[0])
+    assert build_dataset("cifar10", root=root).train.pad == 4
+    b = build_dataset("cifar10", root=root, pad=2)
+    assert (b.train.pad, b.test.pad, b.options["pad"]) == (2, 2, 2)
+    with pytest.raises(ValueError, match=r"cifar10: data.pad must be in \[0, 16\], got -2"):
+        build_dataset("cifar10", root=root, pad=-2)
+    assert "pad" in dataset_options("cifar100") and "pad" not in dataset_options("imagefolder")  # RandomResizedCrop
+
+
+def test_tiny_imagenet_pad(tiny_root):
+    b = build_dataset("tiny_imagenet", root=str(tiny_root), pad=0)
+    assert (b.train.pad, b.options["pad"]) == (0, 0)
+    img = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
+    outs = [b.train.transform(img, seed) for seed in range(8)]
+    assert all(torch.equal(o, img) or torch.equal(o, img.flip(-1)) for o in outs)  # no crop, still flips
+    assert build_dataset("tiny_imagenet", root=str(tiny_root)).train.pad == 4
+    with pytest.raises(ValueError, match=r"tiny_imagenet: data.pad must be in \[0, 32\], got 40"):
+        build_dataset("tiny_imagenet", root=str(tiny_root), pad=40)

@@ -89,8 +89,9 @@ def test_overrides_and_cross_family():
         ({"preset": "guided_sr", "scope": "per_batch", "pairing": "random"},
          r"per_batch applies to box and blend masks"),
         ({"preset": "mixup", "label": "area"}, r"mix.label='area' does not apply to mix.mask=blend"),
-        ({"preset": "guided_sr", "saliency_input": "official_float"},
-         r"does not apply to mix.saliency=spectral_residual_guided"),
+        ({"preset": "guided_ap", "saliency_input": "official_float"},
+         r"does not apply to mix.saliency=gradient, which accepts only uint8 \(mix.saliency_input applies to "
+         r"fine_grained, .*spectral_residual_guided\)"),
         ({"preset": "grafting", "graft_grid": 0}, r"mix.graft_grid: 0 is out of range"),
         ({"preset": "grafting", "graft_grid": 2.5}, r"mix.graft_grid: expected an integer"),
     ],
@@ -98,6 +99,16 @@ def test_overrides_and_cross_family():
 def test_bad_configs_say_what_and_where(raw, message):
     with pytest.raises(ValueError, match=message):
         build_mixer(raw)
+
+
+def test_saliency_input_applies_to_detectors_with_a_choice():
+    """`official_float` for Guided-SR = the released GuidedMixup input (the normalised batch); default unchanged."""
+    assert resolve_mix_config({"preset": "guided_sr"}).saliency_input == "uint8"
+    assert resolve_mix_config({"preset": "guided_sr", "saliency_input": "official_float"}).saliency_input == (
+        "official_float")
+    assert resolve_mix_config({"preset": "guided_ap"}).saliency_input is None  # gradient: one input, not a factor
+    # a preset's value that does not apply to the overriding detector is dropped, not an error
+    assert resolve_mix_config({"preset": "saliencymix_official", "saliency": "frequency_tuned"}).saliency_input is None
 
 
 def test_factor_values_lists_vocabulary():

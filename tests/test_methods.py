@@ -124,3 +124,67 @@ def test_saliency_mass_on_off_place_boxes_uses_source_coordinates(photos):
         keep[ty1:ty2, tx1:tx2] = 0
         a_t = (sal[i] * keep).sum() / sal[i].sum()
         assert abs(float(out.info.lam[i]) - a_t / (a_t + a_s)) < 1e-5
+
+
+def test_guided_sr_official_float_mixes_with_the_released_input(photos):
+    """`mix.saliency_input: official_float` = GuidedMixup's SR of the batch normalised with the dataset's stats."""
+    stats = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # the released code's Tiny-ImageNet normalisation
+    cfg = {"preset": "guided_sr", "prob": 1.0, "saliency_input": "official_float"}
+    out = build_mixer(cfg, normalization=stats)(photos, torch.arange(15), num_classes=15,
+                                                generator=torch.Generator().manual_seed(0))
+    expect = saliency_map("spectral_residual_guided", photos, saliency_input="official_float", normalization=stats)
+    assert torch.equal(out.info.saliency, expect)
+    plain = build_mixer({"preset": "guided_sr", "prob": 1.0})(photos, torch.arange(15), num_classes=15,
+                                                               generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(plain.info.saliency, expect)
+    with pytest.raises(ValueError, match=r"normalization must be \(mean, std\)"):
+        build_mixer(cfg, normalization=((0.5, 0.5), (0.5, 0.5)))
+
+
+def test_training_hands_the_dataset_statistics_to_the_mixer(tmp_path):
+    from trainables.config import validate_config
+    from trainables.mixing.ops import CIFAR_MEAN, CIFAR_STD
+    from trainables.train import _Trial
+
+    cfg = validate_config({"dataset": "synthetic_salient", "data.train_size": 16, "data.test_size": 4,
+                           "model": "small_cnn", "batch_size": 8, "epochs": 1, "device": "cpu", "workers": 0,
+                           "mix.preset": "saliencymix_official"})
+    trial = _Trial(cfg, tmp_path, None, False)
+    assert trial.mixer.normalization == (trial.data.mean, trial.data.std)
+    assert trial.mixer.normalization != (CIFAR_MEAN, CIFAR_STD)
+
+
+def _graft_reference(maps: np.ndarray, grid: int, t: float, p: float, u: np.ndarray, rescale: bool = True):
+    """MIXING.md's grafting rule in its order: pool, rescale to max 1, softmax(S/T), P > mean, Bernoulli(p), at
+    least one patch (the most salient), nearest upsampling. Returns (mask, candidates)."""
+    b, h, w = maps.shape
+    pooled = maps.reshape(b, grid, h // grid, grid, w // grid).mean((2, 4)).reshape(b, -1).astype(np.float64)
+    if rescale:
+        pooled = pooled / pooled.max(1, keepdims=True)
+    e = np.exp(pooled / t - (pooled / t).max(1, keepdims=True))
+    prob = e / e.sum(1, keepdims=True)
+    cand = prob > prob.mean(1, keepdims=True)
+    chosen = cand & (u < p)
+    none = ~chosen.any(1)
+    chosen[none, prob[none].argmax(1)] = True
+    mask = np.stack([np.kron(c.reshape(grid, grid), np.ones((h // grid, w // grid))) for c in chosen])
+    return mask, cand
+
+
+def test_graft_mask_is_free_of_the_map_scale():
+    """The pooled map is rescaled to max 1 before the softmax: 100x (or 1/1000x) the map gives the same mask."""
+    from trainables.mixing.masks import graft_weight
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.rand(6, 32, 32, generator=g) ** 4
+    uniform = torch.rand(6, 16, generator=g)
+    uniform[0] = 0.99  # row 0 keeps no candidate: the most salient patch is grafted
+    mask = graft_weight(maps, 4, 0.5, 0.5, uniform)
+    for scale in (100.0, 1e-3):
+        assert torch.equal(graft_weight(maps * scale, 4, 0.5, 0.5, uniform), mask)
+    ref, _ = _graft_reference(maps.numpy(), 4, 0.5, 0.5, uniform.numpy())
+    assert np.array_equal(mask.numpy(), ref) and mask[0].sum() == 64  # one 8x8 patch in row 0
+    # the rescale is what makes this hold: without it, 100x the map leaves other candidates at T = 0.5
+    _, raw = _graft_reference(maps.numpy(), 4, 0.5, 0.5, uniform.numpy(), rescale=False)
+    _, raw100 = _graft_reference(maps.numpy() * 100, 4, 0.5, 0.5, uniform.numpy(), rescale=False)
+    assert not np.array_equal(raw, raw100)

@@ -113,17 +113,63 @@ def test_opencv_backends_equal_batched_ones(photos32):
     assert (sr - saliency_map("opencv_spectral_residual", photos32)).abs().max() < 1e-3
 
 
-def test_spectral_residual_guided_follows_the_released_recipe(photos32):
-    """Independent NumPy/SciPy re-derivation of GuidedMixup's spectral_residual.py at 32x32."""
-    x = photos32.numpy()
+def guided_sr_reference(x: np.ndarray) -> np.ndarray:
+    """Independent NumPy/SciPy re-derivation of GuidedMixup's spectral_residual.py at 32x32, (B,3,H,W) in."""
     gray = 0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
     spec = np.fft.fft2(gray)
     mag = np.sqrt(spec.real**2 + spec.imag**2 + 1e-10)
     box = np.stack([ndi.uniform_filter(np.log(m), 3, mode="nearest") for m in mag])
     sal = np.abs(np.fft.ifft2(spec * np.exp(np.log(mag) - box) / mag))
     sal = np.stack([ndi.gaussian_filter(s, 3.0, mode="mirror", truncate=1.0) for s in sal])
-    sal /= sal.max(axis=(1, 2), keepdims=True)
+    return sal / sal.max(axis=(1, 2), keepdims=True)
+
+
+def test_spectral_residual_guided_follows_the_released_recipe(photos32):
+    sal = guided_sr_reference(photos32.numpy())
     assert np.abs(saliency_map("spectral_residual_guided", photos32).numpy() - sal).max() < 1e-4
+
+
+#: the released GuidedMixup code's CIFAR-100 normalisation (load_data.py)
+GUIDED_CIFAR100 = (tuple(v / 255 for v in (129.3, 124.1, 112.4)), tuple(v / 255 for v in (68.2, 65.4, 70.4)))
+
+
+def test_spectral_residual_guided_official_float_reads_the_normalised_batch(photos32):
+    """The released code computed the SR of the loader's NORMALISED tensor (`sr.transform_spectral_residual(input)`)."""
+    (mean, std), x = GUIDED_CIFAR100, photos32.numpy()
+    normalised = (x - np.array(mean)[None, :, None, None]) / np.array(std)[None, :, None, None]
+    ours = saliency_map("spectral_residual_guided", photos32, saliency_input="official_float",
+                        normalization=GUIDED_CIFAR100).numpy()
+    assert np.abs(ours - guided_sr_reference(normalised)).max() < 1e-4
+    default = saliency_map("spectral_residual_guided", photos32).numpy()
+    assert np.abs(ours - default).max() > 0.05  # a different map, not a rescaled one
+    # without `normalization` it normalises with the released SaliencyMix/CutMix CIFAR values
+    cifar = (x - np.array(CIFAR_MEAN)[None, :, None, None]) / np.array(CIFAR_STD)[None, :, None, None]
+    implicit = saliency_map("spectral_residual_guided", photos32, saliency_input="official_float").numpy()
+    assert np.abs(implicit - guided_sr_reference(cifar)).max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["fine_grained", "opencv_fine_grained"])
+def test_official_float_normalises_with_the_given_statistics(name):
+    """`normalization` reaches OpenCV: the dataset's mean/std, not CIFAR's, when given."""
+    batch = photo_batch((32, 32))
+    stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    ours = saliency_map(name, batch, saliency_input="official_float", normalization=stats).numpy()
+    mean, std = np.array(stats[0], np.float32), np.array(stats[1], np.float32)
+    det = cv2.saliency.StaticSaliencyFineGrained_create()
+    for i, img in enumerate(batch.permute(0, 2, 3, 1).numpy()):
+        ok, ref = det.computeSaliency(np.ascontiguousarray((img - mean) / std, dtype=np.float32))
+        assert ok and np.array_equal(ours[i], np.asarray(ref, np.float32))
+    assert not np.array_equal(ours, saliency_map(name, batch, saliency_input="official_float").numpy())
+
+
+def test_detectors_declare_their_inputs():
+    from trainables.mixing.saliency import SALIENCY, SALIENCY_INPUTS
+
+    takes = {name: SALIENCY.get(name).inputs for name in list_saliency()}
+    assert all(inputs[0] == "uint8" and set(inputs) <= set(SALIENCY_INPUTS) for inputs in takes.values())
+    assert {n for n, inputs in takes.items() if "official_float" in inputs} == {
+        "fine_grained", "spectral_residual", "spectral_residual_guided", "opencv_fine_grained",
+        "opencv_spectral_residual"}
 
 
 def test_gradient_saliency_leaves_model_untouched(photos32):
@@ -153,8 +199,14 @@ def test_errors_name_the_problem(photos32):
         saliency_map("fine_grained", photos32[0])
     with pytest.raises(ValueError, match="needs the model"):
         saliency_map("gradient", photos32)
-    with pytest.raises(ValueError, match="applies only to OpenCV-style"):
+    with pytest.raises(ValueError, match=r"'official_float' applies only to fine_grained, .*spectral_residual_guided, "
+                                         r"not 'frequency_tuned' \(which accepts: uint8\)"):
         saliency_map("frequency_tuned", photos32, saliency_input="official_float")
+    with pytest.raises(ValueError, match=r"normalization must be \(mean, std\) with 3 finite values each and std > 0"):
+        saliency_map("spectral_residual_guided", photos32, saliency_input="official_float",
+                     normalization=((0.5, 0.5, 0.5), (0.2, 0.0, 0.2)))
+    with pytest.raises(ValueError, match=r"normalization must be \(mean, std\)"):
+        saliency_map("fine_grained", photos32, normalization=(0.5, 0.2))
     with pytest.raises(ValueError, match="unknown saliency_input 'float'"):
         saliency_map("fine_grained", photos32, saliency_input="float")
 
@@ -184,3 +236,17 @@ def test_gradient_saliency_is_taken_on_the_normalised_input(photos32):
     ref = (g * torch.tensor([0.2, 0.5, 1.0]).view(1, 3, 1, 1)).pow(2).mean(1).sqrt()
     m = saliency_map("gradient", photos32, model=model, targets=targets)
     assert torch.allclose(m, ref / ref.amax((1, 2), keepdim=True), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_opencv_fine_grained_returns_float_maps(dtype):
+    """What opencv_ref's docstring states: a float32 map in [0,1] (opencv_contrib >= 3.4.3) whatever the input
+    dtype, whose x255 + truncation (the released SaliencyMix code's `astype("uint8")`) gives its levels back."""
+    rng = np.random.default_rng(0)
+    img = (rng.random((24, 20, 3)) * 255).astype(np.uint8)
+    arr = img if dtype == np.uint8 else img.astype(np.float32) / 255
+    ok, m = cv2.saliency.StaticSaliencyFineGrained_create().computeSaliency(np.ascontiguousarray(arr))
+    assert ok and m.dtype == np.float32 and m.min() >= 0 and m.max() <= 1
+    levels = np.round(m * 255)
+    assert np.allclose(m * 255, levels, atol=1e-3)  # 8-bit levels / 255
+    assert np.array_equal((m * 255).astype(np.uint8), levels.astype(np.uint8))

@@ -476,3 +476,23 @@ def test_shipped_spec_files_are_package_data():
     text = (root / "pyproject.toml").read_text()
     assert 'search_spaces = ["*.yaml"]' in text
     assert {p.stem for p in (root / "search_spaces").glob("*.yaml")} == set(SHIPPED)
+
+
+def test_imagenet300_recipe_is_the_released_imagenet_setup():
+    """SaliencyMix-ImageNet/train.py (from CutMix): SGD momentum 0.9 with nesterov=True, wd 1e-4, 300 epochs."""
+    from trainables.config import validate_config
+    from trainables.recipes import RECIPES
+
+    cfg = validate_config({"recipe": "imagenet300"})
+    assert cfg.optim.nesterov and cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 1e-4
+    assert (cfg.epochs, cfg.batch_size, cfg.sched.milestones, cfg.sched.gamma) == (300, 256, (75, 150, 225), 0.1)
+    assert "Nesterov" in RECIPES.help("imagenet300")
+
+
+def test_saliency_methods_says_which_detector_stands_in_for_qin():
+    """SaliencyMix Fig. 3a compares Montabone & Soto, Hou & Zhang, Achanta and Qin et al. (2019, a learned BASNet);
+    the shipped spec runs spectral_residual_guided instead of the last, and says so."""
+    spec = load_spec("saliency_methods")
+    assert "Qin et al." in spec.description and "spectral_residual_guided" in spec.description
+    assert list(spec.factors["mix.saliency"]) == ["fine_grained", "spectral_residual", "frequency_tuned",
+                                                  "spectral_residual_guided"]

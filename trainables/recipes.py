@@ -25,9 +25,9 @@ RECIPES.register(
 )
 RECIPES.register(
     "imagenet300",
-    {"epochs": 300, "batch_size": 256, "optim.lr": 0.1, "optim.momentum": 0.9, "optim.nesterov": False,
+    {"epochs": 300, "batch_size": 256, "optim.lr": 0.1, "optim.momentum": 0.9, "optim.nesterov": True,
      "optim.weight_decay": 1e-4, "sched.name": "multistep", "sched.milestones": [75, 150, 225], "sched.gamma": 0.1},
-    help="SaliencyMix/CutMix ImageNet: SGD 0.9, wd 1e-4, lr 0.1, batch 256, 300 epochs, x0.1 at 75/150/225",
+    help="SaliencyMix/CutMix ImageNet: SGD Nesterov 0.9, wd 1e-4, lr 0.1, batch 256, 300 epochs, x0.1 at 75/150/225",
 )
 RECIPES.register(
     "cosine",

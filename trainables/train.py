@@ -102,7 +102,8 @@ class _Trial:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.sched, cfg.epochs, len(self.train_loader))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # bf16 autocast needs no scaling
-        self.mixer = build_mixer(cfg.mix, label_smoothing=cfg.label_smoothing)
+        self.mixer = build_mixer(cfg.mix, label_smoothing=cfg.label_smoothing,
+                                 normalization=(self.data.mean, self.data.std))
         self.loss_fn = LOSSES[cfg.loss]
         self.epoch, self.best, self.cost_s, self.history = 0, float("inf"), 0.0, []
         self.final: dict[str, float] | None = None

@@ -223,6 +223,14 @@ def check_float(
     return value
 
 
+def check_pad(dataset: str, value: Any, side: int) -> int:
+    """`data.pad`: zero padding in pixels of the training random crop, in [0, side // 2]; 0 disables the crop.
+
+    Defaults are 4 (SaliencyMix, CutMix); GuidedMixup's released CIFAR code pads by 2.
+    """
+    return check_int(dataset, "pad", value, low=0, high=side // 2)
+
+
 def check_bool(dataset: str, key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{dataset}: data.{key} must be true or false, got {value!r}")

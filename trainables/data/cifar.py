@@ -32,13 +32,21 @@ from .base import (
     DatasetNotFoundError,
     check_bool,
     check_int,
+    check_pad,
     resolve_root,
 )
 from .tensor import TensorSplit
 
-# per-channel statistics of the training images in [0, 1] (std: per-pixel, not per-image)
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+# per-channel statistics of the training images in [0, 1] (std: per-pixel, not per-image), written
+# as the released code writes them (x/255 to 0.1 of a level: the measured values to 3-4 digits):
+# CIFAR-10 as SaliencyMix, CutMix and GuidedMixup, CIFAR-100 as GuidedMixup (PuzzleMix lineage). So
+# `mix.saliency_input: official_float`, which normalises with these, feeds the saliency detector
+# exactly the float32 tensor those codes fed it. (Not quite for SaliencyMix on CIFAR-100: its
+# released code normalised CIFAR-100 with the CIFAR-10 values.)
+CIFAR10_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
+CIFAR10_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
+CIFAR100_MEAN = tuple(v / 255 for v in (129.3, 124.1, 112.4))
+CIFAR100_STD = tuple(v / 255 for v in (68.2, 65.4, 70.4))
 
 
 #: the only globals a CIFAR python-pickle batch needs (numpy array reconstruction)
@@ -137,6 +145,7 @@ def _split(
     size: int | None,
     num_classes: int,
     which: str,
+    pad: int,
 ) -> TensorSplit:
     data = np.asarray(ds.data)  # torchvision: (N, 32, 32, 3) uint8, channels last
     images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
@@ -156,7 +165,7 @@ def _split(
                 f"{name}: data.{which}_size={size} but the {which} split has {images.shape[0]} images"
             )
         images, labels = images[:size].clone(), labels[:size].clone()
-    return TensorSplit(images, labels)
+    return TensorSplit(images, labels, pad=pad)
 
 
 def _build(
@@ -169,12 +178,14 @@ def _build(
     download: bool,
     train_size: int | None,
     test_size: int | None,
+    pad: int,
 ) -> DatasetBundle:
     opts = {
         "root": str(resolve_root(name, root)),
         "download": check_bool(name, "download", download),
         "train_size": check_int(name, "train_size", train_size, low=1, allow_none=True),
         "test_size": check_int(name, "test_size", test_size, low=1, allow_none=True),
+        "pad": check_pad(name, pad, 32),
     }
     root_path = Path(opts["root"])
     train_ds = _load(name, cls, root_path, opts["download"], train=True)  # downloads both splits
@@ -186,8 +197,8 @@ def _build(
         image_size=(32, 32),
         mean=mean,
         std=std,
-        train=_split(name, train_ds, opts["train_size"], num_classes, "train"),
-        test=_split(name, test_ds, opts["test_size"], num_classes, "test"),
+        train=_split(name, train_ds, opts["train_size"], num_classes, "train", opts["pad"]),
+        test=_split(name, test_ds, opts["test_size"], num_classes, "test", opts["pad"]),
         class_names=classes,
         options=opts,
     )
@@ -199,10 +210,11 @@ def cifar10(
     download: bool = False,
     train_size: int | None = None,
     test_size: int | None = None,
+    pad: int = 4,
 ) -> DatasetBundle:
-    """CIFAR-10 (torchvision layout under `root`); train/test_size keep the first n images."""
+    """CIFAR-10 (torchvision layout under `root`); train/test_size keep the first n images; `pad`: crop padding."""
     return _build(
-        "cifar10", _PresentCIFAR10, 10, CIFAR10_MEAN, CIFAR10_STD, root, download, train_size, test_size
+        "cifar10", _PresentCIFAR10, 10, CIFAR10_MEAN, CIFAR10_STD, root, download, train_size, test_size, pad
     )
 
 
@@ -212,8 +224,10 @@ def cifar100(
     download: bool = False,
     train_size: int | None = None,
     test_size: int | None = None,
+    pad: int = 4,
 ) -> DatasetBundle:
-    """CIFAR-100, fine labels (torchvision layout under `root`); train/test_size keep the first n images."""
+    """CIFAR-100, fine labels (torchvision layout under `root`); train/test_size keep the first n images; `pad`:
+    crop padding (GuidedMixup's CIFAR recipe: 2)."""
     return _build(
         "cifar100",
         _PresentCIFAR100,
@@ -224,4 +238,5 @@ def cifar100(
         download,
         train_size,
         test_size,
+        pad,
     )

@@ -9,8 +9,8 @@ Workers return uint8 tensors; the main process moves them to the device and scal
 
 Augmentation: `imagefolder` trains with RandomResizedCrop(image_size, scale=(0.08, 1),
 ratio=(3/4, 4/3)) + horizontal flip and evaluates with resize(image_size / 0.875) + center
-crop; `tiny_imagenet` (64x64) trains with random crop (4-pixel zero padding) + flip, and
-evaluates on the images as they are.
+crop; `tiny_imagenet` (64x64) trains with random crop (`data.pad`-pixel zero padding, default 4;
+0 disables the crop) + flip, and evaluates on the images as they are.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from .base import (
     DatasetNotFoundError,
     batch_bounds,
     check_int,
+    check_pad,
     epoch_order,
     resolve_root,
 )
@@ -86,7 +87,7 @@ class FolderSplit:
     samples: list[tuple[str, int]]
     image_size: int
     mode: str  #: "tiny" (pad-crop + flip / as is) or "imagefolder" (RandomResizedCrop + flip / center crop)
-    pad: int = 4
+    pad: int = 4  #: "tiny": random-crop zero padding when training (0 disables the crop)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -240,9 +241,11 @@ def _tiny_base(root: Path) -> Path:
 
 
 @DATASETS.register("tiny_imagenet")
-def tiny_imagenet(root: str = DEFAULT_ROOT) -> DatasetBundle:
-    """Tiny-ImageNet-200 (64x64), `root` holding tiny-imagenet-200/ (or being it); val is the test split."""
+def tiny_imagenet(root: str = DEFAULT_ROOT, pad: int = 4) -> DatasetBundle:
+    """Tiny-ImageNet-200 (64x64), `root` holding tiny-imagenet-200/ (or being it); val is the test split;
+    `pad`: random-crop padding."""
     name = "tiny_imagenet"
+    pad = check_pad(name, pad, 64)
     root_path = resolve_root(name, root)
     base = _tiny_base(root_path)
     wnids = sorted({w.strip() for w in (base / "wnids.txt").read_text().split() if w.strip()})
@@ -277,10 +280,10 @@ def tiny_imagenet(root: str = DEFAULT_ROOT) -> DatasetBundle:
         image_size=(64, 64),
         mean=TINY_IMAGENET_MEAN,
         std=TINY_IMAGENET_STD,
-        train=FolderSplit(train, 64, "tiny"),
-        test=FolderSplit(test, 64, "tiny"),
+        train=FolderSplit(train, 64, "tiny", pad),
+        test=FolderSplit(test, 64, "tiny", pad),
         class_names=tuple(wnids),
-        options={"root": str(root_path)},
+        options={"root": str(root_path), "pad": pad},
     )
 
 

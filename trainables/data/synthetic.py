@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import DATASETS, DatasetBundle, check_float, check_int
+from .base import DATASETS, DatasetBundle, check_float, check_int, check_pad
 from .tensor import TensorSplit
 
 _M32 = 0xFFFFFFFF
@@ -349,6 +349,7 @@ def synthetic_salient(
     clutter: float = 0.5,
     object_scale: float = 0.4,
     image_size: int = 32,
+    pad: int = 4,
 ) -> DatasetBundle:
     """Offline procedural images: one class-shaped salient object on a cluttered background."""
     name = "synthetic_salient"
@@ -361,6 +362,7 @@ def synthetic_salient(
         "object_scale": check_float(name, "object_scale", object_scale, low=0.0, high=1.0, low_open=True),
         "image_size": check_int(name, "image_size", image_size, low=8, high=512),
     }
+    opts["pad"] = check_pad(name, pad, opts["image_size"])  # random-crop padding of the training loader
     render = {k: opts[k] for k in ("seed", "num_classes", "clutter", "object_scale", "image_size")}
     x_train, y_train, _ = generate(range(opts["train_size"]), split="train", **render)
     x_test, y_test, _ = generate(range(opts["test_size"]), split="test", **render)
@@ -372,8 +374,8 @@ def synthetic_salient(
         image_size=(size, size),
         mean=mean,
         std=std,
-        train=TensorSplit(x_train, y_train),
-        test=TensorSplit(x_test, y_test),
+        train=TensorSplit(x_train, y_train, pad=opts["pad"]),
+        test=TensorSplit(x_test, y_test, pad=opts["pad"]),
         class_names=class_names(opts["num_classes"]),
         options=opts,
     )

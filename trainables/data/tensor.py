@@ -2,7 +2,8 @@
 
 The split's images move to the loader's device once (cached per device) and stay uint8 there: a
 CIFAR-10 train split is 150 MB. Training augmentation is the standard CIFAR pair, random crop
-with 4-pixel zero padding + horizontal flip, applied to the whole batch with one gather:
+with `pad`-pixel zero padding (the `data.pad` option: 4 by default as SaliencyMix and CutMix,
+2 in GuidedMixup's CIFAR code, 0 disables the crop) + horizontal flip, applied to the whole batch with one gather:
 `sample_crop_flip` draws the parameters from the trial's generator, `apply_crop_flip` applies
 them, so tests (and replays) can fix the parameters.
 """

@@ -225,13 +225,21 @@ def _applies(key: str, cfg: MixConfig) -> bool:
         return mask in ("box", "blend")
     if key == "label":  # `area` is the pixel share of a BINARY mask
         return mask is not None and (cfg.label != "area" or mask in ("box", "graft"))
-    if key == "saliency_input":
-        return cfg.saliency in SALIENCY and SALIENCY.get(cfg.saliency).opencv_input
+    if key == "saliency_input":  # detectors with a choice of input (`Detector.inputs`)
+        return cfg.saliency in SALIENCY and len(SALIENCY.get(cfg.saliency).inputs) > 1
     if key.startswith("graft_"):
         return mask == "graft"
     if key in ("saliency", "pairing", "scope"):
         return mask is not None
     return True  # preset, mask, prob
+
+
+def _one_input(cfg: MixConfig) -> str:
+    """Why `mix.saliency_input` does not apply: the detector accepts one input (`Detector.inputs`)."""
+    choosers = [d for d in SALIENCY.names() if len(SALIENCY.get(d).inputs) > 1]
+    only = SALIENCY.get(cfg.saliency).inputs[0] if cfg.saliency in SALIENCY else None
+    return (f"mix.saliency={cfg.saliency}" + (f", which accepts only {only}" if only else "")
+            + f" (mix.saliency_input applies to {', '.join(choosers)})")
 
 
 def _defaults(cfg: MixConfig) -> MixConfig:
@@ -356,7 +364,7 @@ def resolve_mix_config(raw: Mapping[str, object] | MixConfig | None = None) -> M
         if key in user and user[key] != default:
             raise ValueError(
                 f"mix.{key}={user[key]!r} does not apply to "
-                + (f"mix.saliency={cfg.saliency}" if key == "saliency_input" else f"mix.mask={cfg.mask}")
+                + (_one_input(cfg) if key == "saliency_input" else f"mix.mask={cfg.mask}")
                 + f" (preset {preset!r}); remove it or change the mask"
             )
         cfg = replace(cfg, **{key: None})

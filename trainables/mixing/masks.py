@@ -9,10 +9,11 @@ every OUTPUT pixel that comes from the partner (source) image.
   (an eps added by `normalize_sum` keeps both positive, so M = 1/2 where both maps vanish),
   x~_i = M_i x_i + (1 - M_i) x_pi(i).
 * `graft` (Saliency Grafting, OUR formulation; the paper has no public code): the source map is
-  average-pooled to a G x G patch grid and scaled to max 1; P = softmax(S / T) over patches;
-  candidates are the patches with P above its mean; each candidate is grafted with probability
-  p (at least one patch: the most salient one if the draw kept none); the patch mask M is
-  nearest-upsampled and x~ = (1 - M) x_t + M x_s.
+  average-pooled to a G x G patch grid, and the pooled map rescaled to max 1 per image (so T
+  means the same at every scale of the map); P = softmax(S / T) over patches; candidates are the
+  patches with P above their mean; each candidate is grafted with Bernoulli(p) (at least one
+  patch: the most salient one if the draw kept none); the patch mask M is nearest-upsampled and
+  x~ = (1 - M) x_t + M x_s. The label is `saliency_mass` (labels.py).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from . import labels as label_rules
 from .config import MixConfig, resolve_mix_config, saliency_readers
 from .lam import parse_lam
 from .masks import blend_pairs, box_mask, graft_weight, paste_boxes, pixel_ratio_weight
-from .ops import check_images, check_range, gaussian_blur, normalize_sum
+from .ops import Normalization, check_images, check_normalization, check_range, gaussian_blur, normalize_sum
 from .pairing import PAIRINGS, saliency_distance
 from .saliency import SALIENCY, saliency_map
 from .selection import SELECTIONS, cut_sizes, place_boxes
@@ -83,10 +83,15 @@ class Mixer:
         config: a mapping of mixing factors (keys as in MIXING.md without `mix.`, plus `preset`)
             or a resolved `MixConfig`.
         label_smoothing: epsilon of label smoothing applied to the one-hot labels before mixing.
+        normalization: the dataset's per-channel `(mean, std)` of its [0,1] images, which
+            `saliency_input: official_float` normalises with (as the released code's loaders did);
+            default: the released SaliencyMix/CutMix CIFAR values (`ops.CIFAR_MEAN`, `ops.CIFAR_STD`).
     """
 
-    def __init__(self, config: Mapping[str, object] | MixConfig | None = None, *, label_smoothing: float = 0.0):
+    def __init__(self, config: Mapping[str, object] | MixConfig | None = None, *, label_smoothing: float = 0.0,
+                 normalization: Normalization | None = None):
         self.config = resolve_mix_config(config)
+        self.normalization = check_normalization(normalization)
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0,1), got {label_smoothing!r}")
         self.label_smoothing = float(label_smoothing)
@@ -211,7 +216,8 @@ class Mixer:
         one_map_only = cfg.scope == "per_batch"  # the config rejects per_batch with distance pairing / saliency_mass
 
         def detect(x: Tensor, t: Tensor | None) -> Tensor:
-            return saliency_map(cfg.saliency, x, model=model, targets=t, saliency_input=cfg.saliency_input or "uint8")
+            return saliency_map(cfg.saliency, x, model=model, targets=t, saliency_input=cfg.saliency_input or "uint8",
+                                normalization=self.normalization)
 
         sal = None
         if self.uses_saliency and not one_map_only:
@@ -267,6 +273,7 @@ class Mixer:
         return MixOutput(mixed, label_rules.mix_targets(targets, partner, lam), info)
 
 
-def build_mixer(config: Mapping[str, object] | MixConfig | None = None, *, label_smoothing: float = 0.0) -> Mixer:
-    """Build a `Mixer` from factor keys (without the `mix.` prefix) plus `preset`."""
-    return Mixer(config, label_smoothing=label_smoothing)
+def build_mixer(config: Mapping[str, object] | MixConfig | None = None, *, label_smoothing: float = 0.0,
+                normalization: Normalization | None = None) -> Mixer:
+    """Build a `Mixer` from factor keys (without the `mix.` prefix) plus `preset`; see `Mixer` for the rest."""
+    return Mixer(config, label_smoothing=label_smoothing, normalization=normalization)

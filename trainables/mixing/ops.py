@@ -13,9 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: Released SaliencyMix/CutMix CIFAR normalisation (what `official_float` feeds to OpenCV).
+#: The released SaliencyMix/CutMix CIFAR normalisation (used for CIFAR-10 and CIFAR-100 alike):
+#: what `saliency_input: official_float` normalises with when no dataset statistics are given.
 CIFAR_MEAN = (125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0)
 CIFAR_STD = (63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0)
+
+#: per-channel (mean, std) of a dataset's [0,1] images
+Normalization = tuple[tuple[float, float, float], tuple[float, float, float]]
 
 
 def check_images(images: object, what: str = "images", *, min_size: int = 1) -> Tensor:
@@ -29,6 +33,31 @@ def check_images(images: object, what: str = "images", *, min_size: int = 1) -> 
     if images.shape[0] < 1 or min(images.shape[2:]) < min_size:
         raise ValueError(f"{what} must have B>=1 and H,W>={min_size}, got {tuple(images.shape)}")
     return images
+
+
+def check_normalization(normalization: object) -> Normalization:
+    """`(mean, std)` as two 3-tuples of floats (std > 0); None gives (CIFAR_MEAN, CIFAR_STD)."""
+    if normalization is None:
+        return CIFAR_MEAN, CIFAR_STD
+    try:
+        mean, std = normalization
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (TypeError, ValueError):
+        mean = std = ()
+    if len(mean) != 3 or len(std) != 3 or not all(map(math.isfinite, mean + std)) or min(std) <= 0:
+        raise ValueError(f"normalization must be (mean, std) with 3 finite values each and std > 0, "
+                         f"got {normalization!r}")
+    return mean, std  # type: ignore[return-value]
+
+
+def normalize_images(images: Tensor, normalization: Normalization) -> Tensor:
+    """(x - mean) / std per channel in float32: what torchvision's `Normalize` makes of the batch.
+
+    Python-float scalars per channel, so nothing is copied to the device.
+    """
+    x = images.float()
+    mean, std = normalization
+    return torch.stack([(x[:, c] - mean[c]) / std[c] for c in range(3)], 1)
 
 
 def check_range(images: Tensor, what: str = "images") -> None:

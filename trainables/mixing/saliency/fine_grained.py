@@ -34,7 +34,7 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
-from ..ops import blur3_u8, gray_u8
+from ..ops import Normalization, blur3_u8, gray_u8
 from .base import register
 
 HALF_SIZES = (12, 24, 48, 28, 56, 112)
@@ -113,13 +113,14 @@ def _fine_grained_u8(gray: Tensor) -> Tensor:
 @register(
     "fine_grained",
     "Montabone & Soto 2010 = OpenCV StaticSaliencyFineGrained, bit-exact, batched (SaliencyMix default)",
-    opencv_input=True,
+    inputs=("uint8", "official_float"),
 )
-def fine_grained(images: Tensor, *, saliency_input: str = "uint8", **_: object) -> Tensor:
-    if saliency_input == "official_float":
+def fine_grained(images: Tensor, *, saliency_input: str = "uint8", normalization: Normalization | None = None,
+                 **_: object) -> Tensor:
+    if saliency_input == "official_float":  # released SaliencyMix: normalised float32 into OpenCV (an artefact)
         from .opencv_ref import opencv_saliency
 
-        return opencv_saliency("fine_grained", images, "official_float")
+        return opencv_saliency("fine_grained", images, "official_float", normalization)
     gray = blur3_u8(blur3_u8(gray_u8(images)))
     b, h, w = gray.shape
     step = max(1, _CHUNK_ELEMS // (len(HALF_SIZES) * h * w))

@@ -16,6 +16,16 @@ box3x3 with replicate padding, magnitude (not squared) of the inverse FFT, Gauss
 sigma 3, resized back. We divide by the max so maps lie in [0,1] (GuidedMixup re-normalises to
 sum 1 afterwards, so the scale is immaterial there).
 
+Input (`saliency_input`): by default (`uint8`) the guided variant reads the [0,1] image, i.e. the
+8-bit levels / 255 the loaders yield. The released GuidedMixup code instead computed it on the
+training batch AFTER its per-channel mean/std normalisation (`unary = sr.transform_spectral_residual(input)`
+on the loader's normalised tensor); `official_float` reproduces that with the dataset's mean/std
+(the `normalization` argument; the released code used (125.3, 123.0, 113.9)/255, (63.0, 62.1,
+66.7)/255 on CIFAR-10, (129.3, 124.1, 112.4)/255, (68.2, 65.4, 70.4)/255 on CIFAR-100 and 0.5, 0.5
+on Tiny-ImageNet). The two differ by more than a scale: normalisation reweights the channels
+before the gray conversion and moves the mean (the DC term of the spectrum), so the maps differ
+and so do the greedy partners chosen from them (31 % agree on synthetic_salient batches of 100).
+
 Known weakness (both): the argmax of SR sits near the border on most images (DFT wrap-around),
 which hurts argmax-box methods; it is fine for GuidedMixup's pixel ratios.
 """
@@ -25,7 +35,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..ops import box3, gaussian_blur, gray_float, gray_u8, normalize_max, resize
+from ..ops import (
+    Normalization,
+    box3,
+    check_normalization,
+    gaussian_blur,
+    gray_float,
+    gray_u8,
+    normalize_images,
+    normalize_max,
+    resize,
+)
 from .base import register
 
 OPENCV_SR_SIZE = (64, 64)
@@ -35,13 +55,14 @@ GUIDED_MAX_SIZE = 128
 @register(
     "spectral_residual",
     "Hou & Zhang 2007 as OpenCV StaticSaliencySpectralResidual computes it (64x64 spectrum), batched",
-    opencv_input=True,
+    inputs=("uint8", "official_float"),
 )
-def spectral_residual(images: Tensor, *, saliency_input: str = "uint8", **_: object) -> Tensor:
+def spectral_residual(images: Tensor, *, saliency_input: str = "uint8", normalization: Normalization | None = None,
+                      **_: object) -> Tensor:
     if saliency_input == "official_float":
         from .opencv_ref import opencv_saliency
 
-        return opencv_saliency("spectral_residual", images, "official_float")
+        return opencv_saliency("spectral_residual", images, "official_float", normalization)
     h, w = images.shape[-2:]
     small = torch.floor(resize(gray_u8(images), OPENCV_SR_SIZE) + 0.5)  # uint8 resize
     spec = torch.fft.fft2(small)
@@ -64,9 +85,13 @@ def _abs(z: Tensor) -> Tensor:
 @register(
     "spectral_residual_guided",
     "GuidedMixup's GPU spectral residual (native res <=128, log-amplitude residual, Gaussian 7x7 s=3)",
+    inputs=("uint8", "official_float"),
 )
-def spectral_residual_guided(images: Tensor, **_: object) -> Tensor:
+def spectral_residual_guided(images: Tensor, *, saliency_input: str = "uint8",
+                             normalization: Normalization | None = None, **_: object) -> Tensor:
     h, w = images.shape[-2:]
+    if saliency_input == "official_float":  # the released code's input: the normalised training batch
+        images = normalize_images(images, check_normalization(normalization))
     gray = gray_float(images)
     if h > GUIDED_MAX_SIZE or w > GUIDED_MAX_SIZE:
         gray = resize(gray, (GUIDED_MAX_SIZE, GUIDED_MAX_SIZE), antialias=True)
