@@ -119,7 +119,8 @@ PRESETS.register(
     "guided_sr",
     {"mask": "pixel_ratio", "saliency": "spectral_residual_guided", "label": "mask_mean", "pairing": "greedy",
      "prob": 0.5},
-    help="GuidedMixup with spectral-residual saliency (Guided-SR)",
+    help="GuidedMixup with spectral-residual saliency (Guided-SR), computed on the [0,1] image; the released code "
+         "computed it on the dataset-normalised batch (mix.saliency_input=official_float reproduces that)",
 )
 PRESETS.register(
     "guided_ap",
@@ -172,6 +173,11 @@ VALUE_HELP: dict[str, dict[str, str]] = {
         "area": "target weight = 1 - pasted pixel share of a binary mask",
         "mask_mean": "target weight = mean of the soft mask",
         "saliency_mass": "share of each image's saliency that survives (Saliency Grafting)",
+    },
+    "saliency_input": {
+        "uint8": "the image itself ([0,1]; the OpenCV family sees it x255, rounded, as uint8 BGR)",
+        "official_float": "what the released code fed the detector: the batch normalised with the dataset's "
+                          "mean/std (SaliencyMix's OpenCV input, GuidedMixup's SR input)",
     },
     "scope": {
         "per_sample": "every pair draws its own lam, box and saliency (SaliencyMix paper, GuidedMixup)",
