@@ -71,7 +71,7 @@ def test_overrides_and_cross_family():
         ({"preset": "saliencymx"}, r"mix.preset: unknown value 'saliencymx' \(did you mean 'saliencymix'\?\)"),
         ({"preset": "cutmix", "selecton": "random"},
          r"unknown mixing key 'mix.selecton' \(did you mean 'mix.selection'"),
-        ({"preset": "cutmix", "pairing": "gredy"}, r"allowed: random, flip, roll, greedy, optimal"),
+        ({"preset": "cutmix", "pairing": "gredy"}, r"allowed: random, flip, roll, greedy, greedy_local, assignment"),
         ({"preset": "cutmix", "prob": 1.5}, r"mix.prob: 1.5 is out of range \[0.0, 1.0\]"),
         ({"preset": "cutmix", "prob": "high"}, r"mix.prob: expected a number, got 'high'"),
         ({"preset": "cutmix", "lam": "beta(0,1)"}, r"mix.lam: bad lam distribution 'beta\(0,1\)'"),

@@ -14,7 +14,7 @@ random box centres, graft draws) are sampled first on the host from the trial's 
 `torch.Generator` (`make_params`), then applied on the images' device (`apply`), which never
 reads back to the host: data-dependent choices (saliency peaks, greedy pairing) stay on the
 device. Exceptions, documented where they live: `opencv_*` saliency and `official_float`
-input (OpenCV per image), `optimal` pairing (Hungarian solver), and the optional value checks
+input (OpenCV per image), `assignment` pairing (Hungarian solver), and the optional value checks
 (`check=True`, which a training loop runs on its first batch only).
 """
 
