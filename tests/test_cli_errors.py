@@ -45,6 +45,9 @@ SPECS = [
     ("invalid-combination", GOOD.replace("[none, cutmix]}", "[none, cutmix], mix.prob: [0.5]}"),
      r"combination.*mix.preset=none"),
     ("name-escapes", GOOD.replace("name: ok", "name: ../evil"), r"name"),
+    ("removed-optimal-pairing",
+     GOOD.replace("{mix.preset: [none, cutmix]}", "{mix.preset: [guided_sr], mix.pairing: [greedy, optimal]}"),
+     r"factors.mix.pairing\[1\].*'optimal' was removed.*use 'greedy_local'"),
     ("bad-optuna-distribution",
      GOOD.replace("factors: {mix.preset: [none, cutmix]}\n", "").replace("seeds: 2", "seeds: 1")
      + "search: {algorithm: optuna, num_trials: 4, space: {optim.lr: loguniform(0.3)}}\n", r"loguniform"),

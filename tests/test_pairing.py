@@ -237,3 +237,50 @@ def test_saliency_distance_is_euclidean():
     ref = torch.cdist(maps.flatten(1).double(), maps.flatten(1).double()).float()
     assert torch.allclose(saliency_distance(maps), ref, atol=1e-5)
     assert torch.all(saliency_distance(maps).diagonal() <= 1e-3)
+
+
+@pytest.mark.parametrize("pairing", ["greedy", "greedy_local"])
+def test_pixel_ratio_batches_hold_no_duplicate_samples(pairing):
+    """GuidedMixup masks give M_j = 1 - M_i: a 2-cycle (i <-> j) would make rows i and j the same image
+    with the same label. Eq. 1's pairings never form one, so no two rows of a mixed batch coincide."""
+    from trainables.mixing import build_mixer
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(64, 3, 32, 32, generator=g)
+    y = torch.arange(64) % 10
+    out = build_mixer({"preset": "guided_sr", "prob": 1.0, "pairing": pairing})(x, y, num_classes=10, generator=g)
+    rows = torch.cat([out.images.flatten(1), out.targets], 1).double()
+    gap = torch.cdist(rows, rows) + torch.eye(64, dtype=torch.float64) * 1e9
+    assert float(gap.min()) > 1e-2  # no two rows equal, not even up to float rounding
+    p = out.info.partner
+    assert not (p == torch.arange(64)).any() and not (p[p] == torch.arange(64)).any()
+
+
+def test_assignment_duplicates_samples_that_is_why_it_is_box_only():
+    """The reason the config refuses `assignment` with pixel_ratio: forced through the mixer's parts, it
+    makes the two members of each 2-cycle identical (image and label)."""
+    from trainables.mixing import build_mixer
+    from trainables.mixing.pairing import assignment
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(64, 3, 32, 32, generator=g)
+    y = torch.arange(64) % 10
+    mixer = build_mixer({"preset": "guided_sr", "prob": 1.0})
+    out = mixer(x, y, num_classes=10, generator=g)
+    guided = out.info.saliency  # raw maps; redo the mask with assignment's partners
+    from trainables.mixing.labels import mask_mean, mix_targets
+    from trainables.mixing.masks import blend_pairs, pixel_ratio_weight
+    from trainables.mixing.mixer import GUIDED_BLUR
+    from trainables.mixing.ops import gaussian_blur, normalize_sum
+    from trainables.mixing.pairing import saliency_distance
+
+    norm = normalize_sum(gaussian_blur(guided, *GUIDED_BLUR))
+    p = assignment(saliency_distance(norm))
+    w = pixel_ratio_weight(norm, p)
+    images = blend_pairs(x, p, w)
+    targets = mix_targets(torch.nn.functional.one_hot(y, 10).float(), p, mask_mean(w).float())
+    rows = torch.cat([images.flatten(1), targets], 1).double()
+    in_two_cycle = p[p] == torch.arange(64)
+    assert int(in_two_cycle.sum()) > 32
+    gap = (rows - rows[p]).abs().amax(1)  # each row vs its partner's row
+    assert float(gap[in_two_cycle].max()) < 1e-5  # the same image and label, up to float rounding

@@ -292,9 +292,9 @@ def _check_combination(cfg: MixConfig) -> None:
             f"allowed: {', '.join(SALIENCY.names())}"
         )
     pairing = PAIRINGS.get(cfg.pairing)
-    if getattr(pairing, "masks", None) is not None and cfg.mask not in pairing.masks:
-        raise ValueError(f"mix.pairing={cfg.pairing} cannot be used with mix.mask={cfg.mask}: {pairing.why}; "
-                         f"allowed masks: {', '.join(pairing.masks)} (or use mix.pairing=greedy_local)")
+    if pairing.box_only and cfg.mask != "box":
+        raise ValueError(f"mix.pairing={cfg.pairing} cannot be used with mix.mask={cfg.mask}: {pairing.restriction}; "
+                         f"it is allowed with mix.mask=box only (use mix.pairing=greedy_local)")
     if cfg.scope == "per_batch":
         fix = "; set mix.scope: per_sample to draw per pair"
         if pairing.needs_distance or cfg.label == "saliency_mass":
