@@ -14,7 +14,8 @@ random box centres, graft draws) are sampled first on the host from the trial's 
 `torch.Generator` (`make_params`), then applied on the images' device (`apply`), which never
 reads back to the host: data-dependent choices (saliency peaks, greedy pairing) stay on the
 device. Exceptions, documented where they live: `opencv_*` saliency and `official_float`
-input (OpenCV per image), `assignment` pairing (Hungarian solver), and the optional value checks
+input to the OpenCV-family detectors (OpenCV per image; `official_float` for
+`spectral_residual_guided` stays on the device), `assignment` pairing (Hungarian solver), and the optional value checks
 (`check=True`, which a training loop runs on its first batch only).
 """
 
