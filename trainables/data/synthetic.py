@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -340,6 +341,11 @@ def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]
     return tuple(x.mean(1).tolist()), tuple(x.std(1).tolist())
 
 
+def _object_masks(split: str, indices: Tensor, **render: object) -> tuple[Tensor, Tensor, Tensor]:
+    """The bundle's `object_masks` hook: images, labels and coverage masks of `indices` of `split`."""
+    return generate(indices, split=split, **render)
+
+
 @DATASETS.register("synthetic_salient")
 def synthetic_salient(
     seed: int = 0,
@@ -376,4 +382,5 @@ def synthetic_salient(
         test=TensorSplit(x_test, y_test),
         class_names=class_names(opts["num_classes"]),
         options=opts,
+        object_masks=partial(_object_masks, **render),
     )
