@@ -296,7 +296,8 @@ def measure(*, presets: Sequence[str] | None = None, sets: Mapping[str, list[Any
     opts = ", ".join(f"{k}={_show(v)}" for k, v in sorted(first.options.items())
                      if k not in ("train_size", "test_size") and f"data.{k}" not in sets)
     fixed = ", ".join(f"{k}={_show(v[0])}" for k, v in sets.items() if len(v) == 1)
-    header = (f"label fidelity on {dataset} ({opts}){'; ' + fixed if fixed else ''}: first {pairs} train images, "
+    n_images = max(len(sample[2]) for sample in samples.values())
+    header = (f"label fidelity on {dataset} ({opts}){'; ' + fixed if fixed else ''}: first {n_images} train images, "
               f"batches of {batch_size}, seed {seed}; mix.prob forced to 1.0 (every batch mixed)")
     return rows, notes, header
 

@@ -23,6 +23,10 @@ stream, slot), so image i of the train split is the same whatever `train_size` i
 never share images, and generation is vectorised over images (no per-image generator). Labels
 are balanced exactly on every K-aligned prefix: each block of K consecutive indices holds a
 hashed permutation of the K classes.
+
+Object masks: `generate` also returns each object's anti-aliased coverage (the ground truth of
+saliency tests), and the bundle's `object_masks(split, indices)` hook renders images, labels and
+coverage of any indices on demand, for label fidelity (`trainables.mixing.fidelity`).
 """
 
 from __future__ import annotations
