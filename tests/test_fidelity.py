@@ -22,6 +22,12 @@ from trainables.train import train
 H = W = 8
 
 
+def info_of(applied, partner, lam, boxes, source_boxes, source_weight) -> MixInfo:
+    """A MixInfo by keyword (fields the measurement does not read are None)."""
+    return MixInfo(applied=applied, partner=partner, lam=lam, boxes=boxes, source_boxes=source_boxes,
+                   source_weight=source_weight, saliency=None, source_saliency=None)
+
+
 def square(y: int, x: int, side: int = 2) -> torch.Tensor:
     m = torch.zeros(H, W)
     m[y:y + side, x:x + side] = 1.0
@@ -32,14 +38,14 @@ def box_info(partner, lam, boxes, source_boxes=None) -> MixInfo:
     boxes = torch.tensor(boxes)
     source_boxes = boxes if source_boxes is None else torch.tensor(source_boxes)
     sw = box_mask(boxes, (H, W)).float()
-    return MixInfo(True, torch.tensor(partner), torch.tensor(lam), boxes, source_boxes, sw, None, None)
+    return info_of(True, torch.tensor(partner), torch.tensor(lam), boxes, source_boxes, sw)
 
 
 def blend_info(partner, lam) -> MixInfo:
     lam = torch.tensor(lam)
     zeros = torch.zeros(len(partner), 4, dtype=torch.long)
     sw = (1 - lam)[:, None, None].expand(len(partner), H, W)
-    return MixInfo(True, torch.tensor(partner), lam, zeros, zeros, sw, None, None)
+    return info_of(True, torch.tensor(partner), lam, zeros, zeros, sw)
 
 
 # -- the measurement on cases with known answers ------------------------------------------------
@@ -97,7 +103,7 @@ def test_tv_equals_half_l1_of_label_minus_evidence():
     lam = torch.rand(6)
     sw = torch.rand(6, H, W)
     zeros = torch.zeros(6, 4, dtype=torch.long)
-    fid = label_fidelity(masks, labels, MixInfo(True, partner, lam, zeros, zeros, sw, None, None))
+    fid = label_fidelity(masks, labels, info_of(True, partner, lam, zeros, zeros, sw))
     eye = torch.eye(3, dtype=torch.float64)
     v_t = (masks * (1 - sw)).sum((1, 2)).double()
     v_s = (masks[partner] * sw).sum((1, 2)).double()
@@ -127,8 +133,8 @@ def test_same_class_pair_and_unmixed_batch():
     fid = label_fidelity(masks, labels, info)
     # the source weight lands on class 7, whose (target) object is visible: no empty label, TV 0
     assert fid.tv.tolist() == [0.0, 0.0] and not fid.empty.any()
-    unmixed = MixInfo(False, torch.arange(2), torch.ones(2), torch.zeros(2, 4, dtype=torch.long),
-                      torch.zeros(2, 4, dtype=torch.long), None, None, None)
+    no_box = torch.zeros(2, 4, dtype=torch.long)
+    unmixed = info_of(False, torch.arange(2), torch.ones(2), no_box, no_box, None)
     fid = label_fidelity(masks, torch.tensor([0, 1]), unmixed)
     assert fid.tv.tolist() == [0.0, 0.0] and not fid.empty.any() and fid.source_share.tolist() == [0.0, 0.0]
 
