@@ -1,5 +1,6 @@
 # The two commands of the README work on a fresh machine (Python 3.11 + pip only):
-#   make demo   installs, runs a real small sweep on the offline dataset (~4 min on 2 cores), prints the report
+#   make demo   installs, measures label fidelity, runs a real small sweep on the offline dataset (~4 min on 2
+#               cores), prints the report
 #   make test   installs, lints, runs the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -25,6 +26,7 @@ test: install
 
 demo: install
 	$(VENV)/bin/mixsweep preview --schemes --out $(RUNS)/preview.png
+	$(VENV)/bin/mixsweep fidelity --presets mixup,cutmix,saliencymix --pairs 2048 --png $(RUNS)/fidelity.png
 	$(VENV)/bin/mixsweep run smoke --storage $(RUNS)
 	$(VENV)/bin/mixsweep report smoke --storage $(RUNS)
 

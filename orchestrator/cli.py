@@ -3,6 +3,7 @@
     mixsweep run SPEC [--storage DIR] [--tracking-uri URI] [--address ADDR] [--set k=v ...] [--dry-run]
     mixsweep resume NAME | status NAME | report NAME [--out DIR] | sync NAME     [--storage DIR]
     mixsweep validate SPEC | list | preview | ui
+    mixsweep fidelity [--presets P1,P2] [--set mix.KEY=V1,V2 ...] [--pairs N] [--out DIR | --png PATH]
 
 User errors (bad spec, bad flag, missing file, unreachable tracking server) print one message and
 exit with code 2, without a traceback; anything else is a bug and keeps its traceback. A sweep
@@ -126,6 +127,20 @@ def _cmd_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fidelity(args: argparse.Namespace) -> int:
+    from .fidelity import parse_sets, run_fidelity
+
+    presets = [p.strip() for p in args.presets.split(",")] if args.presets is not None else None
+    if presets is not None and not all(presets):
+        raise UserError(f"--presets {args.presets!r}: expected comma-separated preset names")
+    table, files = run_fidelity(presets=presets, sets=parse_sets(args.set), dataset=args.dataset, pairs=args.pairs,
+                                batch_size=args.batch_size, seed=args.seed, out=args.out, png=args.png)
+    print(table)
+    for path in files:
+        print(f"written: {path.resolve()}")
+    return 0
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
     from . import tracking
     from .storage import load_state, sweep_paths
@@ -207,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lam", default="fixed(0.6)",
                    help="lam for presets that draw one, or 'preset' to keep their distribution (default: %(default)s)")
     p.set_defaults(func=_cmd_preview)
+
+    p = sub.add_parser("fidelity", help="label fidelity of each preset / factor value, measured without training")
+    p.add_argument("--presets", help="comma-separated presets (default: every preset that mixes, except the "
+                                     "gradient-saliency ones, which need a trained model)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a mix.* or data.* key; several values give one row each (e.g. "
+                        "--set mix.selection=random,salient_to_corresponding)")
+    p.add_argument("--dataset", default="synthetic_salient", help="a dataset with object masks (default: %(default)s)")
+    p.add_argument("--pairs", type=int, default=4096, help="mixed samples per row (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per mixed batch (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", help="folder for fidelity.png and fidelity.csv")
+    where.add_argument("--png", help="PNG path (default: mixsweep_fidelity.png)")
+    p.set_defaults(func=_cmd_fidelity)
 
     p = sub.add_parser("ui", help="the MLflow UI on a sweep's store, bound to 127.0.0.1")
     p.add_argument("name", nargs="?", help="a sweep (default: the storage's default store)")

@@ -132,6 +132,12 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("validate-missing", ["validate", str(tmp / "missing.yaml")], r"missing.yaml"),
         ("preview-bad-preset", ["preview", "--presets", "cutmixx", "--out", str(tmp / "p.png")], r"did you mean"),
         ("preview-bad-photo", ["preview", "--photos", "nosuchphoto", "--out", str(tmp / "p.png")], r"nosuchphoto"),
+        ("fidelity-bad-preset", ["fidelity", "--presets", "cutmixx", "--png", str(tmp / "f.png")],
+         r"unknown preset 'cutmixx' \(did you mean 'cutmix'\?\)"),
+        ("fidelity-bad-value", ["fidelity", "--set", "mix.selection=random,randon", "--png", str(tmp / "f.png")],
+         r"mix.selection: unknown value 'randon'.*allowed"),
+        ("fidelity-unknown-key", ["fidelity", "--set", "mix.pairng=greedy", "--out", str(tmp / "fid")],
+         r"did you mean 'mix.pairing'"),
     ]
 
 

@@ -47,6 +47,7 @@ def test_run_trial_under_local_ray(tmp_path):
         for r in results:
             assert 0 <= r.metrics["final/top1_err"] <= 100 and r.metrics["epoch"] == 1
             assert r.checkpoint is not None
+            assert "mix/label_tv" in r.metrics and "mix/empty_label_rate" in r.metrics  # label fidelity reaches Ray
             with r.checkpoint.as_directory() as d:
                 assert {p.name for p in __import__("pathlib").Path(d).iterdir()} >= {"epoch_0001.pt", "final.json"}
         runs = client.search_runs([exp], filter_string="tags.`mixsweep.role` = 'trial'")
@@ -58,6 +59,8 @@ def test_run_trial_under_local_ray(tmp_path):
             assert run.data.params["mix.preset"] in ("cutmix", "mixup") and run.data.params["seed"] == "0"
             assert "final/top1_err" in run.data.metrics and "robust/fgsm_top1_err" in run.data.metrics
             assert [m.step for m in client.get_metric_history(run.info.run_id, "test/top1_err")] == [1]
+            for key in ("mix/label_tv", "mix/empty_label_rate"):  # synthetic_salient has object masks
+                assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1]
         # idempotent: a second launch of the same trials re-reports at once, no new runs, no duplicate epochs
         again = _tune(trials, tmp_path / "ray", "second")
         assert again.num_errors == 0

@@ -13,7 +13,14 @@ epoch e come from generators seeded by (seed, e), and every other RNG state is c
 Metric names (MLflow and the report use them): train/loss, test/loss, test/top1_err,
 test/top5_err, lr, time/epoch_s, time/mix_s, throughput/img_s; final: final/top1_err,
 final/top5_err, best/top1_err, robust/fgsm_top1_err, robust/noise_top1_err, cost/device_s.
-Errors are in percent.
+Errors are in percent. On a dataset with object masks (`DatasetBundle.object_masks`, e.g.
+synthetic_salient) every epoch also logs the label fidelity of the trial's mixing
+(`trainables.mixing.fidelity`): mix/label_tv (mean total variation between soft label and visible
+object evidence) and mix/empty_label_rate, measured after the epoch on a fixed sample of
+`FIDELITY_IMAGES` un-augmented train images mixed by the trial's mixer with `prob` forced to 1 and
+the current model (gradient saliency), with its own generator seeded by (seed, epoch): the training
+RNG streams, the model and the checkpoints are untouched, so resumed runs stay bit-identical.
+Datasets without masks log neither key.
 """
 
 from __future__ import annotations
@@ -45,7 +52,9 @@ from .optim import LOSSES, build_optimizer, build_scheduler
 
 EpochCallback = Callable[[dict[str, float], Path, bool], None]
 #: streams of per-epoch seeds: SeedSequence([seed, epoch, stream])
-DATA_STREAM, MIX_STREAM, EVAL_STREAM = 1, 2, 3
+DATA_STREAM, MIX_STREAM, EVAL_STREAM, FIDELITY_STREAM = 1, 2, 3, 4
+#: train images (the first ones, un-augmented) whose mixing is measured for label fidelity each epoch
+FIDELITY_IMAGES = 256
 #: on an accelerator, the divergence flag is read back every this many steps (and at epoch end)
 CHECK_EVERY = 25
 
@@ -104,10 +113,50 @@ class _Trial:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=False)  # bf16 autocast needs no scaling
         self.mixer = build_mixer(cfg.mix, label_smoothing=cfg.label_smoothing,
                                  normalization=(self.data.mean, self.data.std))
+        self.fidelity = self._fidelity_sample()
         self.loss_fn = LOSSES[cfg.loss]
         self.epoch, self.best, self.cost_s, self.history = 0, float("inf"), 0.0, []
         self.final: dict[str, float] | None = None
         self.previewed = (workdir / "preview.png").exists()
+
+    def _fidelity_sample(self) -> tuple | None:
+        """(mixer with prob 1, images, labels, masks on the device) or None: the dataset has no masks."""
+        from .data import object_sample
+        from .mixing.fidelity import always_mixing
+
+        if self.data.object_masks is None:
+            return None
+        images, labels, masks = object_sample(self.data, FIDELITY_IMAGES)
+        mixer = always_mixing(self.cfg.mix, normalization=(self.data.mean, self.data.std))
+        return mixer, images.to(self.device), labels.to(self.device), masks.to(self.device)
+
+    def measure_fidelity(self) -> dict[str, float]:
+        """mix/label_tv and mix/empty_label_rate of this epoch's model and mixer ({} without masks).
+
+        Nothing of the training state moves: own generator, the global RNG forked (dropout in the
+        gradient-saliency pass), the model's mode restored (its buffers are restored by the saliency).
+        """
+        if self.fidelity is None:
+            return {}
+        from .mixing.fidelity import measure_fidelity
+
+        mixer, images, labels, masks = self.fidelity
+        g = torch.Generator().manual_seed(stream_seed(self.cfg.seed, self.epoch, FIDELITY_STREAM))
+        was_training = self.model.training
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            self.model.train()  # the saliency pass sees the model as the training step does
+            try:
+                fid = measure_fidelity(mixer, images, labels, masks, num_classes=self.data.num_classes,
+                                       batch_size=max(2, min(self.cfg.batch_size, images.shape[0])), generator=g,
+                                       model=self.model)
+            finally:
+                self.model.train(was_training)
+        summary = fid.summary()
+        out = {"mix/empty_label_rate": summary["empty_label_rate"]}
+        if summary["label_tv"] == summary["label_tv"]:  # NaN: no sample showed any object
+            out["mix/label_tv"] = summary["label_tv"]
+        return out
 
     # -- state ------------------------------------------------------------------------------
     def restore(self) -> None:
@@ -215,6 +264,7 @@ class _Trial:
             t0 = time.perf_counter()
             metrics.update(evaluate(self.model, self.test_loader, self.amp_dtype))
             self.cost_s += metrics["time/epoch_s"] + time.perf_counter() - t0
+            metrics.update(self.measure_fidelity())  # a diagnostic: not part of the trial's cost
             self.epoch += 1
             self.best = min(self.best, metrics["test/top1_err"])
             metrics = {"epoch": self.epoch, **metrics, "best/top1_err": self.best}  # per epoch: for ASHA/Optuna

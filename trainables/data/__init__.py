@@ -3,6 +3,8 @@
 `build_dataset(name, **options)` (options: the `data.*` config keys without the prefix) returns a
 `DatasetBundle`; `make_loader(bundle.train, batch_size, train=True, generator=g, device=d)` yields
 float images in [0, 1] and int64 labels on `d`, with order and augmentation drawn only from `g`.
+Datasets that know their objects' pixels (`synthetic_salient`) also have `bundle.object_masks`;
+`object_sample(bundle, n)` is their deterministic label-fidelity sample.
 """
 
 from . import cifar, folder, synthetic  # noqa: F401  (register the datasets)
@@ -16,6 +18,7 @@ from .base import (
     dataset_options,
     list_datasets,
     make_loader,
+    object_sample,
 )
 
 __all__ = [
@@ -28,4 +31,5 @@ __all__ = [
     "dataset_options",
     "list_datasets",
     "make_loader",
+    "object_sample",
 ]

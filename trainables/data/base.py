@@ -70,6 +70,12 @@ class DatasetBundle:
     test: Split
     class_names: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)  #: the resolved builder options
+    #: optional hook for datasets that know where their objects are (label fidelity,
+    #: `trainables.mixing.fidelity`): `object_masks(split, indices)` -> (uint8 images (n,3,H,W),
+    #: int64 labels (n,), float32 object coverage (n,H,W) in [0, 1]) of the UN-augmented images
+    #: `indices` (0 <= i < len(split)) of split "train" or "test"; None when the dataset has no masks.
+    #: Must pickle (Ray ships bundles): a module-level function or a `functools.partial` of one.
+    object_masks: Callable[[str, Tensor], tuple[Tensor, Tensor, Tensor]] | None = None
 
     def __post_init__(self) -> None:
         if self.class_names and len(self.class_names) != self.num_classes:
@@ -79,6 +85,21 @@ class DatasetBundle:
 
 
 DATASETS: Registry[Callable[..., DatasetBundle]] = Registry("dataset")
+
+
+def object_sample(bundle: DatasetBundle, n: int, *, split: str = "train") -> tuple[Tensor, Tensor, Tensor]:
+    """The deterministic label-fidelity sample of a dataset with object masks: its first `n` images of
+    `split` (fewer when the split is smaller), un-augmented, as (float32 images (n,3,H,W) in [0, 1],
+    int64 labels (n,), float32 coverage (n,H,W)) on the CPU. ValueError when the dataset has no masks."""
+    if bundle.object_masks is None:
+        raise ValueError(f"dataset {bundle.name!r} has no object masks (label fidelity needs a dataset that knows "
+                         "where its objects are, e.g. synthetic_salient)")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    size = len(bundle.train if split == "train" else bundle.test)
+    n = check_int(bundle.name, "n", n, low=1, prefix="")
+    images, labels, masks = bundle.object_masks(split, torch.arange(min(n, size)))
+    return images.float().div_(255.0), labels, masks.float()
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:

@@ -23,12 +23,17 @@ stream, slot), so image i of the train split is the same whatever `train_size` i
 never share images, and generation is vectorised over images (no per-image generator). Labels
 are balanced exactly on every K-aligned prefix: each block of K consecutive indices holds a
 hashed permutation of the K classes.
+
+Object masks: `generate` also returns each object's anti-aliased coverage (the ground truth of
+saliency tests), and the bundle's `object_masks(split, indices)` hook renders images, labels and
+coverage of any indices on demand, for label fidelity (`trainables.mixing.fidelity`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -340,6 +345,11 @@ def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]
     return tuple(x.mean(1).tolist()), tuple(x.std(1).tolist())
 
 
+def _object_masks(split: str, indices: Tensor, **render: object) -> tuple[Tensor, Tensor, Tensor]:
+    """The bundle's `object_masks` hook: images, labels and coverage masks of `indices` of `split`."""
+    return generate(indices, split=split, **render)
+
+
 @DATASETS.register("synthetic_salient")
 def synthetic_salient(
     seed: int = 0,
@@ -378,4 +388,5 @@ def synthetic_salient(
         test=TensorSplit(x_test, y_test, pad=opts["pad"]),
         class_names=class_names(opts["num_classes"]),
         options=opts,
+        object_masks=partial(_object_masks, **render),
     )
