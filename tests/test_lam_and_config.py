@@ -91,7 +91,7 @@ def test_overrides_and_cross_family():
         ({"preset": "saliencymix", "scope": "per_batch", "selection": "salient_to_salient"},
          r"per_batch pastes one box"),
         ({"preset": "guided_sr", "scope": "per_batch", "pairing": "random"},
-         r"per_batch applies to box and blend masks"),
+         r"per_batch applies to masks box, blend, not mix.mask=pixel_ratio"),
         ({"preset": "mixup", "label": "area"}, r"mix.label='area' does not apply to mix.mask=blend"),
         ({"preset": "guided_ap", "saliency_input": "official_float"},
          r"does not apply to mix.saliency=gradient, which accepts only uint8 \(mix.saliency_input applies to "
@@ -120,3 +120,41 @@ def test_factor_values_lists_vocabulary():
     assert "fine_grained" in values["saliency"] and "none" in values["saliency"]
     assert values["selection"][0] == "salient_to_corresponding" and len(values["selection"]) == 6
     assert set(values["mask"]) == {"box", "pixel_ratio", "blend", "graft"}
+
+
+@pytest.mark.parametrize("name", ["box", "pixel_ratio", "blend", "graft"])
+def test_mask_records_say_what_the_mask_does(name):
+    """The `MASKS` records are the one place a mask's properties live: the config and the mixer
+    follow them, so what a record says is what a mixed batch shows."""
+    from trainables.mixing import build_mixer
+    from trainables.mixing.labels import LABELS
+    from trainables.mixing.masks import MASKS
+
+    mask = MASKS.get(name)
+    assert mask.default_label in LABELS
+    saliency = "gradient" if name == "graft" else "fine_grained"
+    base = {"mask": name, "prob": 1.0, "saliency": saliency}
+    cfg = resolve_mix_config(base)
+    assert cfg.label == mask.default_label
+    assert (cfg.lam is not None) == mask.uses_lam
+    assert {k for k in mask.options if getattr(cfg, k) is not None} == set(mask.options)
+    if mask.reads_saliency:
+        with pytest.raises(ValueError, match=f"mix.mask={name}.* needs a saliency detector"):
+            resolve_mix_config({"mask": name, "saliency": "none"})
+    else:
+        assert resolve_mix_config({"mask": name, "saliency": "none"}).mask == name
+    per_batch = {"mask": name, "scope": "per_batch"}
+    if mask.per_batch:
+        assert resolve_mix_config(per_batch).scope == "per_batch"
+    else:
+        with pytest.raises(ValueError, match="per_batch applies to masks"):
+            resolve_mix_config({**per_batch, "saliency": saliency, "label": "mask_mean"})
+    if not mask.binary:
+        with pytest.raises(ValueError, match="mix.label='area' does not apply"):
+            resolve_mix_config({**base, "label": "area"})
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
+    x = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    out = build_mixer(base)(x, torch.arange(8) % 4, num_classes=4, model=model,
+                            generator=torch.Generator().manual_seed(1))
+    w = out.info.source_weight
+    assert bool(((w == 0) | (w == 1)).all()) == mask.binary

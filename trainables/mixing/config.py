@@ -19,14 +19,14 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
+from .labels import LABELS
 from .lam import parse_lam
+from .masks import MASKS
 from .pairing import PAIRINGS
 from .registry import Registry, did_you_mean
 from .saliency import SALIENCY, SALIENCY_INPUTS
 from .selection import BOX_FITS, SELECTIONS
 
-MASKS = ("box", "pixel_ratio", "blend", "graft")
-LABELS = ("area", "mask_mean", "saliency_mass")
 SCOPES = ("per_sample", "per_batch")
 FACTOR_KEYS = (
     "preset",
@@ -50,7 +50,7 @@ REMOVED_PAIRINGS = {
                "forbids and which duplicate samples under pixel_ratio and blend masks; use 'greedy_local' (greedy's "
                "cycle improved by local search under every Eq. 1 constraint), or 'assignment' with box masks",
 }
-GRAFT_DEFAULTS = {"graft_grid": 4, "graft_temperature": 0.5, "graft_p": 0.5}
+GRAFT_DEFAULTS = dict(MASKS.get("graft").options)
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,8 @@ def factor_values() -> dict[str, list[str]]:
         "selection": SELECTIONS.names(),
         "box_fit": list(BOX_FITS),
         "pairing": PAIRINGS.names(),
-        "mask": list(MASKS),
-        "label": list(LABELS),
+        "mask": MASKS.names(),
+        "label": LABELS.names(),
         "scope": list(SCOPES),
         "saliency_input": list(SALIENCY_INPUTS),
         "lam": ["uniform(a,b)", "beta(a,b)", "fixed(v)"],
@@ -162,17 +162,6 @@ VALUE_HELP: dict[str, dict[str, str]] = {
                  "point (SaliencyMix paper)",
         "clip": "the box is cut at the image border and lam follows the pasted area (CutMix, released "
                 "SaliencyMix code)",
-    },
-    "mask": {
-        "box": "paste a rectangle of the source (SaliencyMix, CutMix)",
-        "pixel_ratio": "per-pixel ratio of the two saliency maps (GuidedMixup)",
-        "blend": "global blend lam x_t + (1 - lam) x_s (Mixup)",
-        "graft": "stochastic salient patches of the source (Saliency Grafting, our formulation)",
-    },
-    "label": {
-        "area": "target weight = 1 - pasted pixel share of a binary mask",
-        "mask_mean": "target weight = mean of the soft mask",
-        "saliency_mass": "share of each image's saliency that survives (Saliency Grafting)",
     },
     "saliency_input": {
         "uint8": "the image itself ([0,1]; the OpenCV family sees it x255, rounded, as uint8 BGR)",
@@ -191,7 +180,9 @@ def factor_help() -> dict[str, dict[str, str]]:
     """{factor: {value: one-line description}} of every categorical factor (for `mixsweep list`)."""
     out = {"saliency": {"none": "no saliency map", **{n: SALIENCY.help(n) for n in SALIENCY.names()}},
            "selection": {n: SELECTIONS.help(n) for n in SELECTIONS.names()},
-           "pairing": {n: PAIRINGS.help(n) for n in PAIRINGS.names()}}
+           "pairing": {n: PAIRINGS.help(n) for n in PAIRINGS.names()},
+           "mask": {n: MASKS.help(n) for n in MASKS.names()},
+           "label": {n: LABELS.help(n) for n in LABELS.names()}}
     out.update(VALUE_HELP)
     return out
 
@@ -224,20 +215,20 @@ def _number(key: str, value: object, lo: float, hi: float, *, integer: bool = Fa
 
 
 def _applies(key: str, cfg: MixConfig) -> bool:
-    mask = cfg.mask
-    if key in ("selection", "box_fit"):
-        return mask == "box"
-    if key == "lam":
-        return mask in ("box", "blend")
-    if key == "label":  # `area` is the pixel share of a BINARY mask
-        return mask is not None and (cfg.label != "area" or mask in ("box", "graft"))
+    if key in ("preset", "mask", "prob"):
+        return True
     if key == "saliency_input":  # detectors with a choice of input (`Detector.inputs`)
         return cfg.saliency in SALIENCY and len(SALIENCY.get(cfg.saliency).inputs) > 1
-    if key.startswith("graft_"):
-        return mask == "graft"
+    if cfg.mask is None:
+        return False
+    mask = MASKS.get(cfg.mask)
+    if key == "lam":
+        return mask.uses_lam
+    if key == "label":  # e.g. `area` is the pixel share of a BINARY mask
+        return cfg.label is None or mask.binary or not LABELS.get(cfg.label).binary_only
     if key in ("saliency", "pairing", "scope"):
-        return mask is not None
-    return True  # preset, mask, prob
+        return True
+    return key in mask.options  # the family's own keys: selection, box_fit, graft_*
 
 
 def _one_input(cfg: MixConfig) -> str:
@@ -251,18 +242,19 @@ def _one_input(cfg: MixConfig) -> str:
 def _defaults(cfg: MixConfig) -> MixConfig:
     """Fill every applicable field that is still None."""
     fill: dict[str, object] = {}
-    if cfg.mask == "box" and cfg.selection is None:
+    mask = MASKS.get(cfg.mask) if cfg.mask is not None else None
+    if mask is not None and "selection" in mask.options and cfg.selection is None:
         fill["selection"] = "random" if cfg.saliency == "none" else "salient_to_corresponding"
-    if cfg.mask == "box" and cfg.box_fit is None:  # CutMix clips its random box; SaliencyMix's paper shifts
+    if mask is not None and "box_fit" in mask.options and cfg.box_fit is None:  # CutMix clips; SaliencyMix shifts
         fill["box_fit"] = "clip" if (cfg.selection or fill.get("selection")) == "random" else "shift"
-    if cfg.mask in ("box", "blend") and cfg.lam is None:
+    if mask is not None and mask.uses_lam and cfg.lam is None:
         fill["lam"] = "beta(1,1)"
-    if cfg.mask is not None and cfg.label is None:
-        fill["label"] = {"box": "area", "graft": "saliency_mass"}.get(cfg.mask, "mask_mean")
+    if mask is not None and cfg.label is None:
+        fill["label"] = mask.default_label
     if _applies("saliency_input", cfg) and cfg.saliency_input is None:
         fill["saliency_input"] = "uint8"
-    if cfg.mask == "graft":
-        fill.update({k: v for k, v in GRAFT_DEFAULTS.items() if getattr(cfg, k) is None})
+    if mask is not None:
+        fill.update({k: v for k, v in mask.options.items() if v is not None and getattr(cfg, k) is None})
     return replace(cfg, **fill)
 
 
@@ -271,14 +263,14 @@ def saliency_readers(cfg: MixConfig) -> list[str]:
     if cfg.mask is None:
         return []
     readers = []
-    if cfg.mask in ("pixel_ratio", "graft"):
+    if MASKS.get(cfg.mask).reads_saliency:
         readers.append(f"mix.mask={cfg.mask}")
     if cfg.selection not in (None, "random"):
         readers.append(f"mix.selection={cfg.selection}")
     if PAIRINGS.get(cfg.pairing).needs_distance:
         readers.append(f"mix.pairing={cfg.pairing}")
-    if cfg.label == "saliency_mass":
-        readers.append("mix.label=saliency_mass")
+    if LABELS.get(cfg.label).reads_saliency:
+        readers.append(f"mix.label={cfg.label}")
     return readers
 
 
@@ -297,12 +289,13 @@ def _check_combination(cfg: MixConfig) -> None:
                          f"it is allowed with mix.mask=box only (use mix.pairing=greedy_local)")
     if cfg.scope == "per_batch":
         fix = "; set mix.scope: per_sample to draw per pair"
-        if pairing.needs_distance or cfg.label == "saliency_mass":
+        if pairing.needs_distance or LABELS.get(cfg.label).reads_saliency:
             raise ValueError(f"mix.scope=per_batch uses the saliency of ONE image for the whole batch; it cannot feed "
                              f"mix.pairing={cfg.pairing} or mix.label={cfg.label}, which need every image's map{fix}")
-        if cfg.mask not in ("box", "blend"):
-            raise ValueError(f"mix.scope=per_batch applies to box and blend masks, not mix.mask={cfg.mask}{fix}")
-        if cfg.mask == "box" and SELECTIONS.get(cfg.selection).target != "corresponding":
+        if not MASKS.get(cfg.mask).per_batch:
+            allowed = ", ".join(n for n in MASKS.names() if MASKS.get(n).per_batch)
+            raise ValueError(f"mix.scope=per_batch applies to masks {allowed}, not mix.mask={cfg.mask}{fix}")
+        if cfg.selection is not None and SELECTIONS.get(cfg.selection).target != "corresponding":
             raise ValueError(
                 f"mix.scope=per_batch pastes one box at the same place in every image, so it needs a selection "
                 f"that pastes to the corresponding location (salient_to_corresponding, random), "
@@ -335,10 +328,10 @@ def resolve_mix_config(raw: Mapping[str, object] | MixConfig | None = None) -> M
     if merged.get("pairing") in REMOVED_PAIRINGS:
         raise ValueError(f"mix.pairing: {merged['pairing']!r} {REMOVED_PAIRINGS[merged['pairing']]}")
     if "mask" in merged and merged["mask"] is not None:
-        _choice("mask", merged["mask"], MASKS)
+        _choice("mask", merged["mask"], MASKS.names())
     for key, allowed in (("saliency", ["none", *SALIENCY.names()]), ("selection", SELECTIONS.names()),
                          ("box_fit", list(BOX_FITS)),
-                         ("pairing", PAIRINGS.names()), ("label", list(LABELS)), ("scope", list(SCOPES)),
+                         ("pairing", PAIRINGS.names()), ("label", LABELS.names()), ("scope", list(SCOPES)),
                          ("saliency_input", list(SALIENCY_INPUTS))):
         if key in merged:
             _choice(key, merged[key], allowed)

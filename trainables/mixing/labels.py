@@ -1,4 +1,4 @@
-"""Label rules: the TARGET label weight lam of each mixed sample.
+"""Label rules and their registry `LABELS`: the TARGET label weight lam of each mixed sample.
 
 * `area`: 1 - (pasted pixels) / (H*W) of a binary mask (box: the clipped box, exactly);
 * `mask_mean`: 1 - mean(source weight), i.e. mean(M) of a soft mask (GuidedMixup, Mixup);
@@ -13,7 +13,23 @@ Soft targets are then lam * y_t + (1 - lam) * y_s, so rows keep summing to 1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from torch import Tensor
+
+from .registry import Registry
+
+
+@dataclass(frozen=True)
+class Label:
+    """A label rule: `weight(source_weight, take_source, target_maps, source_maps)` -> (B,) float64 lam."""
+
+    name: str
+    weight: Callable[[Tensor, Tensor, Tensor | None, Tensor | None], Tensor]
+    doc: str
+    binary_only: bool  #: needs a binary mask (the pixel share of a soft mask is not an area)
+    reads_saliency: bool  #: needs every image's saliency map
 
 
 def area(source_weight: Tensor) -> Tensor:
@@ -37,3 +53,17 @@ def mix_targets(targets: Tensor, partner: Tensor, lam: Tensor) -> Tensor:
     """lam * y + (1 - lam) * y[partner] for (B,K) soft targets and (B,) lam."""
     lam = lam.to(targets.dtype)[:, None]
     return lam * targets + (1.0 - lam) * targets.index_select(0, partner)
+
+
+LABELS: Registry[Label] = Registry("label rule")
+LABELS.register("area", Label("area", lambda w, take, st, ss: area(w), "target weight = 1 - pasted pixel share of "
+                              "a binary mask", binary_only=True, reads_saliency=False),
+                help="target weight = 1 - pasted pixel share of a binary mask")
+LABELS.register("mask_mean", Label("mask_mean", lambda w, take, st, ss: mask_mean(w), "target weight = mean of the "
+                                   "soft mask", binary_only=False, reads_saliency=False),
+                help="target weight = mean of the soft mask")
+LABELS.register("saliency_mass",
+                Label("saliency_mass", lambda w, take, st, ss: saliency_mass(st, ss, 1.0 - w, take),
+                      "share of each image's saliency that survives (Saliency Grafting)", binary_only=False,
+                      reads_saliency=True),
+                help="share of each image's saliency that survives (Saliency Grafting)")

@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import labels as label_rules
 from .config import MixConfig, resolve_mix_config, saliency_readers
+from .labels import LABELS, mix_targets
 from .lam import parse_lam
-from .masks import blend_pairs, box_mask, graft_weight, paste_boxes, pixel_ratio_weight
+from .masks import MASKS, MaskInputs
 from .ops import Normalization, check_images, check_normalization, check_range, gaussian_blur, normalize_sum
 from .pairing import PAIRINGS, saliency_distance
 from .saliency import SALIENCY, saliency_map
-from .selection import SELECTIONS, cut_sizes, place_boxes
+from .selection import SELECTIONS
 
 GUIDED_BLUR = (7, 3.0)  #: GuidedMixup blurs saliency 7x7, sigma 3 before pairing and masking
 
@@ -149,12 +149,12 @@ class Mixer:
         if cfg.lam is not None:
             n = 1 if cfg.scope == "per_batch" else batch
             lam = parse_lam(cfg.lam).sample(n, generator).expand(batch)
-        if cfg.mask == "box" and SELECTIONS.get(cfg.selection).source == "random":
+        if cfg.selection is not None and SELECTIONS.get(cfg.selection).source == "random":
             n = 1 if cfg.scope == "per_batch" else batch
             ys = torch.randint(0, size[0], (n,), generator=generator)
             xs = torch.randint(0, size[1], (n,), generator=generator)
             centres = torch.stack((ys, xs), 1).expand(batch, 2)
-        if cfg.mask == "graft":
+        if cfg.graft_grid is not None:
             graft = torch.rand(batch, cfg.graft_grid**2, generator=generator)
         return MixParams(True, partner, lam, centres, graft)
 
@@ -223,55 +223,33 @@ class Mixer:
         sal = None
         if self.uses_saliency and not one_map_only:
             sal = detect(images, targets)
+        mask = MASKS.get(cfg.mask)
         guided = None
-        if pairing.needs_distance or cfg.mask == "pixel_ratio":
+        if pairing.needs_distance or mask.guided:
             guided = normalize_sum(gaussian_blur(sal, *GUIDED_BLUR))
         if pairing.needs_distance:
             partner = pairing.fn(saliency_distance(guided)).to(dev)
         else:
             partner = params.partner.to(dev, non_blocking=True)
 
-        zeros = torch.zeros(b, 4, dtype=torch.long, device=dev)
-        src_box = tgt_box = zeros
         src_sal = sal.index_select(0, partner) if sal is not None else None
-        if cfg.mask == "box":
-            scheme = SELECTIONS.get(cfg.selection)
-            cut_h, cut_w = (t.to(dev, non_blocking=True) for t in cut_sizes(params.lam, h, w))
-            centres = params.centres.to(dev, non_blocking=True) if params.centres is not None else None
-            if scheme.source == "random":
-                src_maps = tgt_maps = None
-            elif one_map_only:  # released SaliencyMix: the map of ONE image, x[partner[0]], for every pair
-                src_sal = detect(images.index_select(0, partner[:1]), targets.index_select(0, partner[:1]))
-                src_maps, tgt_maps = src_sal.expand(b, h, w), None
-                src_sal = src_maps
-            else:
-                src_maps, tgt_maps = src_sal, sal
-            src_box, tgt_box = place_boxes(scheme, cut_h, cut_w, (h, w), source_maps=src_maps,
-                                           target_maps=tgt_maps, centres=centres, box_fit=cfg.box_fit)
-            mixed, source_weight = paste_boxes(images, partner, src_box, tgt_box,
-                                               aligned=scheme.target == "corresponding")
-        elif cfg.mask == "blend":
-            lam = params.lam.to(dev, non_blocking=True).float()
-            source_weight = (1.0 - lam)[:, None, None].expand(b, h, w)
-            mixed = blend_pairs(images, partner, source_weight)
-        elif cfg.mask == "pixel_ratio":
-            source_weight = pixel_ratio_weight(guided, partner)
-            mixed = blend_pairs(images, partner, source_weight)
-        else:  # graft
-            source_weight = graft_weight(src_sal, cfg.graft_grid, cfg.graft_temperature,
-                                         cfg.graft_p, params.graft_uniform.to(dev, non_blocking=True))
-            mixed = blend_pairs(images, partner, source_weight)
-
-        if cfg.label == "area":
-            lam = label_rules.area(source_weight)
-        elif cfg.label == "mask_mean":
-            lam = label_rules.mask_mean(source_weight)
-        else:
-            take_source = box_mask(src_box, (h, w)) if cfg.mask == "box" else source_weight
-            lam = label_rules.saliency_mass(sal, src_sal, 1.0 - source_weight, take_source)
+        box_maps = cfg.selection is not None and SELECTIONS.get(cfg.selection).source != "random"
+        if box_maps and one_map_only:  # released SaliencyMix: the map of ONE image, x[partner[0]], for every pair
+            one = detect(images.index_select(0, partner[:1]), targets.index_select(0, partner[:1]))
+            src_sal = one.expand(b, h, w)
+        result = mask.mix(MaskInputs(
+            images=images, partner=partner, lam=params.lam, saliency=sal, source_saliency=src_sal, guided=guided,
+            centres=params.centres, uniform=params.graft_uniform,
+            options={k: getattr(cfg, k) for k in mask.options},
+        ))
+        rule = LABELS.get(cfg.label)
+        lam = rule.weight(result.source_weight, result.take_source() if rule.reads_saliency else None, sal, src_sal)
         lam = lam.float()
-        info = MixInfo(True, partner, lam, tgt_box, src_box, source_weight, sal, src_sal)
-        return MixOutput(mixed, label_rules.mix_targets(targets, partner, lam), info)
+        zeros = torch.zeros(b, 4, dtype=torch.long, device=dev)
+        tgt_box = result.target_box if result.target_box is not None else zeros
+        src_box = result.source_box if result.source_box is not None else zeros
+        info = MixInfo(True, partner, lam, tgt_box, src_box, result.source_weight, sal, src_sal)
+        return MixOutput(result.mixed, mix_targets(targets, partner, lam), info)
 
 
 def build_mixer(config: Mapping[str, object] | MixConfig | None = None, *, label_smoothing: float = 0.0,
