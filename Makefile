@@ -33,6 +33,7 @@ demo: install
 bench: install
 	$(PY) bench/saliency.py
 	$(PY) bench/train_step.py
+	$(PY) bench/pairing.py
 
 ui: install
 	$(VENV)/bin/mixsweep ui --storage $(RUNS)
