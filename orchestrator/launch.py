@@ -17,8 +17,9 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from trainables.files import atomic_write_text, disk_full
 
 from .errors import UserError
 from .storage import SweepPaths
@@ -93,8 +94,6 @@ def ray_children() -> list[dict[str, float]]:
 def record_driver(paths: SweepPaths, address: str | None) -> None:
     """Write driver.json: this process and its Ray processes, to find leftovers after a crash."""
     import psutil
-
-    from trainables.checkpoint import atomic_write_text
 
     record = {"pid": os.getpid(), "created": psutil.Process().create_time(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "address": address or "",
@@ -177,8 +176,6 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
 def _quiet_about_full_disks(logger_name: str) -> None:
     """Drop a logger's tracebacks of a full disk: the driver reports that once, with where and what to do."""
     import logging
-
-    from trainables.checkpoint import disk_full
 
     logger = logging.getLogger(logger_name)
     if not any(getattr(f, "mixsweep", False) for f in logger.filters):
@@ -324,7 +321,7 @@ def build_tuner(plan: LaunchPlan, progress):
     )
     if plan.trials:
         items = [{"config": t.config, "meta": {**plan.meta, "run_hash": t.run_hash, "config_hash": t.config_hash,
-                                               "run_name": t.name, "workdir": str(plan.paths.workdir(t.run_hash))}}
+                                               "run_name": t.name, "workdir": str(plan.paths.trial(t.run_hash).folder)}}
                  for t in plan.trials]
         param_space, search_alg, samples = {"trial": tune.grid_search(items)}, None, 1
     else:
@@ -385,24 +382,5 @@ def trial_meta(spec, paths: SweepPaths, tracking_uri: str, experiment_id: str, s
             "sweep_run_id": sweep_run_id, "git_commit": commit, "trials_dir": str(paths.trials)}
 
 
-def trial_state(workdir: Path) -> str:
-    """finished | failed | partial | new, from the trial's workdir."""
-    from trainables.checkpoint import FAILED_MARKER, list_checkpoints
-
-    if (workdir / "final.json").exists():
-        return "finished"
-    if (workdir / FAILED_MARKER).exists():
-        return "failed"
-    if list_checkpoints(workdir / "checkpoints"):
-        return "partial"
-    return "new"
-
-
-def epochs_done(workdir: Path) -> int:
-    from trainables.checkpoint import read_metrics
-
-    return len(read_metrics(workdir))
-
-
-__all__ = ["LaunchPlan", "Path", "build_tuner", "check_no_live_driver", "epochs_done", "leftover_ray_processes",
-           "record_driver", "run_plan", "stop_processes", "trial_meta", "trial_state"]
+__all__ = ["LaunchPlan", "build_tuner", "check_no_live_driver", "leftover_ray_processes", "record_driver", "run_plan",
+           "stop_processes", "trial_meta"]

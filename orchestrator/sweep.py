@@ -15,11 +15,13 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from trainables.checkpoint import disk_full
+from trainables.files import atomic_write_text, disk_full
+from trainables.trialdir import TrialState
 
 from . import tracking
 from .errors import UserError
@@ -36,10 +38,9 @@ from .launch import (
     run_plan,
     stop_processes,
     trial_meta,
-    trial_state,
 )
 from .spec import SweepSpec, load_spec
-from .storage import DamagedState, SweepPaths, load_state, save_state, sweep_lock, sweep_paths
+from .storage import DamagedState, SweepPaths, SweepState, TrialEntry, sweep_lock, sweep_paths
 from .sync import collect, sync_trials
 
 RESUME_HINT = "mixsweep resume {name} --storage {storage}"
@@ -70,11 +71,11 @@ def check_address(address: str | None) -> None:
                         "(Ray Client)")
 
 
-def count_states(paths: SweepPaths, trials: list[dict[str, Any]]) -> dict[str, int]:
-    """How many of `trials` (state records) are finished / failed / partial / new in the storage."""
-    counts = {"finished": 0, "failed": 0, "partial": 0, "new": 0}
+def count_states(paths: SweepPaths, trials: Iterable[TrialEntry]) -> dict[str, int]:
+    """How many of `trials` are finished / failed / partial / new in the storage."""
+    counts = dict.fromkeys(TrialState, 0)
     for t in trials:
-        counts[trial_state(paths.workdir(t["run_hash"]))] += 1
+        counts[paths.trial(t.run_hash).state()] += 1
     return counts
 
 
@@ -94,10 +95,10 @@ def classify(trials: list[Trial], paths: SweepPaths, finished_in_mlflow: set[str
     """Sort trials by what their workdir and MLflow say; no side effects."""
     plan = Plan()
     for t in trials:
-        state = trial_state(paths.workdir(t.run_hash))
-        if state == "finished" or t.run_hash in finished_in_mlflow:
+        state = paths.trial(t.run_hash).state()
+        if state == TrialState.FINISHED or t.run_hash in finished_in_mlflow:
             plan.finished.append(t)
-        elif state == "failed":
+        elif state == TrialState.FAILED:
             (plan.retry if retry_failed else plan.failed).append(t)
         elif t.run_hash in stopped:
             plan.stopped.append(t)
@@ -117,7 +118,7 @@ def _retire(paths: SweepPaths, client, runs: dict[str, Any], trials: list[Trial]
     for t in trials:
         target = paths.root / "retired" / f"{t.run_hash}-{stamp}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(paths.workdir(t.run_hash)), target)
+        shutil.move(str(paths.trial(t.run_hash).folder), target)
         run = runs.get(t.run_hash)
         if run is not None:
             client.set_tag(run.info.run_id, tracking.TAG_ROLE, "retired")
@@ -212,25 +213,22 @@ def _launch(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: s
         raise UserError(f"--storage {paths.storage} cannot be created: {exc.strerror}") from None
     with sweep_lock(paths, "run"):
         _cleanup_leftovers(paths, out)
+        old = _previous_state(paths, out)  # before MLflow: a sweep.json of a newer version stops here, untouched
         client, exp_id, sweep_run = _tracking(spec, paths, tracking_uri)
-        old = _previous_state(paths, out)
         trials = expand(spec) if grid else []
         runs = {r.data.tags.get(tracking.TAG_RUN_HASH): r for r in tracking.trial_runs(client, exp_id, spec.name)}
-        stopped = set(old.get("stopped", [])) if spec.scheduler == "asha" else set()
+        stopped = set(old.stopped) if old and spec.scheduler == "asha" else set()
         plan = classify(trials, paths, tracking.finished_hashes(runs.values()), stopped, retry_failed)
         _retire(paths, client, runs, plan.retry, out)
-        launches = max([int(old.get("launches", 0))] + [int(p.name[7:]) for p in paths.ray.glob("launch-[0-9]*")
-                                                         if p.name[7:].isdigit()])
-        state = {"name": spec.name, "source": spec.source, "spec_hash": spec_hash(spec),
-                 "tracking_uri": tracking_uri, "experiment_id": exp_id, "sweep_run_id": sweep_run,
-                 "metric": spec.metric, "mode": spec.mode, "address": address or "", "launches": launches,
-                 "stopped": sorted(stopped),
-                 "trials": [{"run_hash": t.run_hash, "config_hash": t.config_hash, "name": t.name, "seed": t.seed,
-                             "levels": t.levels} for t in trials] if grid else old.get("trials", [])}
-        from trainables.checkpoint import atomic_write_text
-
+        launches = max([old.launches if old else 0] + [int(p.name[7:]) for p in paths.ray.glob("launch-[0-9]*")
+                                                       if p.name[7:].isdigit()])
+        entries = tuple(TrialEntry(t.run_hash, t.name, t.config_hash, t.seed, t.levels) for t in trials)
+        state = SweepState(name=spec.name, source=spec.source, spec_hash=spec_hash(spec), tracking_uri=tracking_uri,
+                           experiment_id=exp_id, sweep_run_id=sweep_run, metric=spec.metric, mode=spec.mode,
+                           address=address or "", launches=launches, stopped=tuple(sorted(stopped)),
+                           trials=entries if grid else old.trials if old else ())
         atomic_write_text(paths.spec, spec.to_yaml())
-        save_state(paths, state)
+        state.save(paths)
         stale = {t.run_hash for t in plan.finished + plan.failed if _needs_sync(runs.get(t.run_hash))}
         if stale:  # e.g. killed between final.json and closing its MLflow run
             sync_trials(paths, state, only=stale, launched={t.run_hash: t.config for t in trials}, out=out)
@@ -265,8 +263,8 @@ def _launch(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: s
         except UserError:
             client.set_terminated(sweep_run, "FAILED")
             raise
-        state["launches"] = launches + 1
-        save_state(paths, state)
+        state = replace(state, launches=launches + 1)
+        state.save(paths)
         from .progress import Progress
 
         meta = trial_meta(spec, paths, tracking_uri, exp_id, sweep_run, tracking.git_commit())
@@ -306,16 +304,16 @@ def _settle_quietly(spec, paths, client, exp_id, sweep_run, progress, configs) -
         logger.setLevel(level)
 
 
-def _previous_state(paths: SweepPaths, out: TextIO) -> dict[str, Any]:
-    """sweep.json of an earlier run, {} when there is none; a damaged one is rebuilt by this run."""
+def _previous_state(paths: SweepPaths, out: TextIO) -> SweepState | None:
+    """sweep.json of an earlier run, None when there is none; a damaged one is rebuilt by this run."""
     if not paths.state.exists():
-        return {}
+        return None
     try:
-        return load_state(paths)
+        return SweepState.load(paths)
     except DamagedState as exc:
         print(f"[mixsweep] warning: {str(exc).split('. ')[0]}; rebuilding it from the spec and the trials' folders",
               file=out)
-        return {}
+        return None
 
 
 def _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, configs, *, out,
@@ -343,7 +341,7 @@ def _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, 
 def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: str, progress, completed: bool,
             configs: dict[str, dict[str, Any]], out: TextIO) -> int:
     """After a launch: settle every trial's MLflow run from its results, record ASHA stops, summarise."""
-    state = load_state(paths)
+    state = SweepState.load(paths)
     hint = RESUME_HINT.format(name=spec.name, storage=paths.storage)
     early: dict[str, int] = {}
     runs = {r.data.tags.get(tracking.TAG_RUN_HASH): r for r in tracking.trial_runs(client, exp_id, spec.name)}
@@ -354,7 +352,7 @@ def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: 
             if epoch is not None:
                 client.set_tag(run.info.run_id, tracking.TAG_ERROR, f"stopped early by ASHA after epoch {epoch}")
                 client.set_terminated(run.info.run_id, "KILLED")
-        state["stopped"] = sorted({*state.get("stopped", []), *early})
+        state = replace(state, stopped=tuple(sorted({*state.stopped, *early})))
     unfinished = (("FAILED", "the trial's process ended without finishing (see the Ray log)") if completed
                   else ("KILLED", f"sweep stopped; resume with: {hint}"))
     launched = {r.run_hash for r in progress.rows.values() if r.run_hash} or set(collect(paths))
@@ -362,20 +360,20 @@ def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: 
     sync_trials(paths, state, only=stale, unfinished=unfinished, launched=configs, out=out)  # the trials' results
     tracking.mark_unfinished(client, tracking.trial_runs(client, exp_id, spec.name), *unfinished)  # no results yet
     if not is_grid(spec):  # a search's trials are known only once sampled
-        state["trials"] = [{"run_hash": h, "config_hash": "", "name": r.meta.get("run_name", f"trial-{h[:8]}"),
-                            "seed": r.config.get("seed", 0), "levels": {k: r.config.get(k) for k in spec.search.space}}
-                           for h, r in sorted(collect(paths).items())]
-    save_state(paths, state)  # before anything is printed: a retry of this function prints it once
+        state = replace(state, trials=tuple(
+            TrialEntry(h, r.meta.get("run_name", f"trial-{h[:8]}"), "", r.config.get("seed", 0),
+                       {k: r.config.get(k) for k in spec.search.space}) for h, r in sorted(collect(paths).items())))
+    state.save(paths)  # before anything is printed: a retry of this function prints it once
     if not completed:
         running = sum(r.status == "RUNNING" for r in progress.rows.values())
         print(f"[mixsweep] stopped: {running} running trial(s) keep their last checkpoint and are marked KILLED in "
               "MLflow", file=out)
-    counts = count_states(paths, state["trials"])
-    ended_early = set(state["stopped"]) & {t["run_hash"] for t in state["trials"]}
+    counts = count_states(paths, state.trials)
+    ended_early = set(state.stopped) & {t.run_hash for t in state.trials}
     remaining = counts["partial"] + counts["new"] - len(ended_early)
-    if state["trials"]:
+    if state.trials:
         print(f"[mixsweep] sweep {spec.name}: {counts['finished']} finished, {counts['failed']} failed, "
-              f"{len(ended_early)} stopped by ASHA, {remaining} not finished of {len(state['trials'])}", file=out)
+              f"{len(ended_early)} stopped by ASHA, {remaining} not finished of {len(state.trials)}", file=out)
     if not completed:
         client.set_terminated(sweep_run, "KILLED")
         print(f"[mixsweep] to continue: {hint}", file=out)
@@ -407,10 +405,10 @@ def resume_sweep(name: str, *, storage: Path, address: str | None, retry_failed:
                  out: TextIO | None = None) -> int:
     out = out or sys.stderr
     paths = sweep_paths(storage, name)
-    state = load_state(paths)
+    state = SweepState.load(paths)
     spec = load_spec(paths.spec)
-    counts = count_states(paths, state.get("trials", []))
+    counts = count_states(paths, state.trials)
     print(f"[mixsweep] resuming {name}: {counts['finished']} finished, {counts['failed']} failed, {counts['partial']} "
           f"with checkpoints (continue from their last epoch), {counts['new']} not started", file=out)
-    return launch_sweep(spec, paths, tracking_uri=state["tracking_uri"],
-                        address=address or state.get("address") or None, retry_failed=retry_failed, out=out)
+    return launch_sweep(spec, paths, tracking_uri=state.tracking_uri, address=address or state.address or None,
+                        retry_failed=retry_failed, out=out)

@@ -288,9 +288,9 @@ MIX_KEYS = {"mix/label_tv", "mix/empty_label_rate"}
 
 
 def _lines(workdir: Path) -> list[dict]:
-    from trainables.checkpoint import read_metrics
+    from trainables.trialdir import TrialDir
 
-    return read_metrics(workdir)
+    return TrialDir(workdir).read_metrics()
 
 
 def test_epochs_log_label_fidelity_on_a_dataset_with_masks(tmp_path):

@@ -102,7 +102,7 @@ def test_finished_run_loses_the_error_tag_of_an_earlier_stop(tmp_path):
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
-    from trainables.checkpoint import atomic_write_text
+    from trainables.files import atomic_write_text
 
     target = tmp_path / "sweep.json"
     old = os.umask(umask)  # pytest runs tests in one thread: nothing else creates files meanwhile

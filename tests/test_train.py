@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from trainables.checkpoint import list_checkpoints, read_metrics
 from trainables.config import ConfigError
 from trainables.train import TrainingDiverged, train
+from trainables.trialdir import TrialDir, list_checkpoints
 
 TINY = {
     "dataset": "synthetic_salient", "data.train_size": 192, "data.test_size": 96, "model": "small_cnn",
@@ -35,7 +35,7 @@ def test_train_writes_everything(tmp_path):
     final = train(TINY, workdir=tmp_path, on_epoch=lambda m, p, done: calls.append((m, p, done)), verbose=False)
     assert set(final) >= FINAL_KEYS and 0 <= final["final/top1_err"] <= 100
     assert final["best/top1_err"] <= final["final/top1_err"]
-    lines = read_metrics(tmp_path)
+    lines = TrialDir(tmp_path).read_metrics()
     assert [m["epoch"] for m in lines] == [1, 2] and all(set(m) >= EPOCH_KEYS for m in lines)
     assert json.loads((tmp_path / "final.json").read_text()) == final
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
@@ -55,7 +55,7 @@ def test_train_writes_everything(tmp_path):
 def test_keeps_only_the_last_two_checkpoints(tmp_path):
     train({**TINY, "epochs": 4, "eval.robust_size": 0}, workdir=tmp_path, verbose=False)
     assert [e for e, _ in list_checkpoints(tmp_path / "checkpoints")] == [3, 4]
-    assert len(read_metrics(tmp_path)) == 4
+    assert len(TrialDir(tmp_path).read_metrics()) == 4
 
 
 def _cli(workdir: Path, *sets: str) -> subprocess.Popen:
@@ -88,7 +88,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, kill_after):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     strip = lambda ms: [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/"))} for m in ms]  # noqa: E731
-    assert strip(read_metrics(ref_dir)) == strip(read_metrics(dir_))  # every epoch exactly once
+    assert strip(TrialDir(ref_dir).read_metrics()) == strip(TrialDir(dir_).read_metrics())  # every epoch exactly once
     fa, fb = (json.loads((d / "final.json").read_text()) for d in (ref_dir, dir_))
     drop_cost = lambda f: {k: v for k, v in f.items() if k != "cost/device_s"}  # noqa: E731
     assert drop_cost(fa) == drop_cost(fb)

@@ -37,18 +37,12 @@ import numpy as np
 import torch
 import yaml
 
-from .checkpoint import (
-    CONFIG_FILE,
-    atomic_write_text,
-    load_latest,
-    read_metrics,
-    restore_rng,
-    rng_state,
-    save_checkpoint,
-)
+from .checkpoint import load_latest, restore_rng, rng_state, save_checkpoint
 from .config import ConfigError, TrainConfig, flatten, identity, validate_config
 from .evaluate import evaluate, robustness
+from .files import atomic_write_text
 from .optim import LOSSES, build_optimizer, build_scheduler
+from .trialdir import TrialDir
 
 EpochCallback = Callable[[dict[str, float], Path, bool], None]
 #: streams of per-epoch seeds: SeedSequence([seed, epoch, stream])
@@ -91,12 +85,12 @@ def _log(msg: str) -> None:
 class _Trial:
     """The state of one training run; `run()` does the epochs."""
 
-    def __init__(self, cfg: TrainConfig, workdir: Path, on_epoch: EpochCallback | None, verbose: bool) -> None:
+    def __init__(self, cfg: TrainConfig, trial_dir: TrialDir, on_epoch: EpochCallback | None, verbose: bool) -> None:
         from .data import build_dataset, make_loader
         from .mixing import build_mixer
         from .models import build_model
 
-        self.cfg, self.workdir, self.on_epoch, self.verbose = cfg, workdir, on_epoch, verbose
+        self.cfg, self.dir, self.on_epoch, self.verbose = cfg, trial_dir, on_epoch, verbose
         self.device = pick_device(cfg.device)
         self.amp_dtype = torch.bfloat16 if cfg.amp and self.device.type == "cuda" else None
         torch.manual_seed(cfg.seed)
@@ -117,7 +111,7 @@ class _Trial:
         self.loss_fn = LOSSES[cfg.loss]
         self.epoch, self.best, self.cost_s, self.history = 0, float("inf"), 0.0, []
         self.final: dict[str, float] | None = None
-        self.previewed = (workdir / "preview.png").exists()
+        self.previewed = trial_dir.preview.exists()
 
     def _fidelity_sample(self) -> tuple | None:
         """(mixer with prob 1, images, labels, masks on the device) or None: the dataset has no masks."""
@@ -160,7 +154,7 @@ class _Trial:
 
     # -- state ------------------------------------------------------------------------------
     def restore(self) -> None:
-        state = load_latest(self.workdir / "checkpoints", map_location=self.device)
+        state = load_latest(self.dir.checkpoints, map_location=self.device)
         if state is None:
             return
         self.model.load_state_dict(state["model"])
@@ -171,7 +165,7 @@ class _Trial:
         self.epoch, self.best, self.cost_s = state["epoch"], state["best"], state["cost_s"]
         self.history, self.final = list(state["history"]), state.get("final")
         if self.verbose:
-            _log(f"resuming {self.workdir} after epoch {self.epoch}/{self.cfg.epochs}")
+            _log(f"resuming {self.dir.folder} after epoch {self.epoch}/{self.cfg.epochs}")
 
     def save(self) -> Path:
         state = {
@@ -180,10 +174,7 @@ class _Trial:
             "rng": rng_state({"data": self.data_gen, "mix": self.mix_gen}),
             "best": self.best, "cost_s": self.cost_s, "history": self.history, "final": self.final,
         }
-        return save_checkpoint(self.workdir / "checkpoints", self.epoch, state)
-
-    def write_metrics(self) -> None:
-        write_metrics(self.workdir, self.history)
+        return save_checkpoint(self.dir.checkpoints, self.epoch, state)
 
     # -- one epoch --------------------------------------------------------------------------
     def train_epoch(self) -> dict[str, float]:
@@ -242,7 +233,7 @@ class _Trial:
         rows = rows_from_output(images, out, names, idx, [f"sample {i}" for i in idx])
         what = "first mixed batch" if out.info.applied else "first batch (no mixing)"
         title = f"{self.cfg.mix.preset or 'custom'}: {what} of epoch {self.epoch + 1}"
-        render_rows(rows, self.workdir / "preview.png", title=title)
+        render_rows(rows, self.dir.preview, title=title)
 
     def finish(self, metrics: dict[str, float]) -> dict[str, float]:
         cfg = self.cfg
@@ -258,7 +249,7 @@ class _Trial:
 
     def run(self) -> dict[str, float]:
         cfg = self.cfg
-        self.write_metrics()
+        self.dir.write_metrics(self.history)
         while self.epoch < cfg.epochs:
             metrics = self.train_epoch()
             t0 = time.perf_counter()
@@ -272,9 +263,9 @@ class _Trial:
                 self.final = self.finish(metrics)
             self.history.append(metrics)
             path = self.save()
-            self.write_metrics()
+            self.dir.write_metrics(self.history)
             if self.final is not None:
-                atomic_write_text(self.workdir / "final.json", json.dumps(self.final, indent=1) + "\n")
+                self.dir.write_final(self.final)
             if self.verbose:
                 _log(f"epoch {self.epoch}/{cfg.epochs}  train/loss {metrics['train/loss']:.4f}  "
                      f"test/top1_err {metrics['test/top1_err']:.2f}  lr {metrics['lr']:.4g}  "
@@ -283,19 +274,14 @@ class _Trial:
             if self.on_epoch is not None:
                 self.on_epoch({**metrics, **(self.final or {})}, path, self.final is not None)
         if self.final is None:  # resumed a checkpoint written before epochs were raised: nothing to do
-            raise RuntimeError(f"{self.workdir}: checkpoint at epoch {self.epoch} has no final metrics")
-        atomic_write_text(self.workdir / "final.json", json.dumps(self.final, indent=1) + "\n")
+            raise RuntimeError(f"{self.dir.folder}: checkpoint at epoch {self.epoch} has no final metrics")
+        self.dir.write_final(self.final)
         return self.final
-
-
-def write_metrics(workdir: Path, history: list[dict[str, Any]]) -> None:
-    """`metrics.jsonl`: one line per epoch, replaced as a whole (never a torn line from us)."""
-    atomic_write_text(workdir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
 
 
 def write_config(workdir: Path, cfg: TrainConfig) -> None:
     """`config.yaml`: the resolved config as dotted keys; `read_config` + `validate_config` give `cfg` back."""
-    atomic_write_text(workdir / CONFIG_FILE, yaml.safe_dump(cfg.flat(), sort_keys=False))
+    atomic_write_text(TrialDir(workdir).config, yaml.safe_dump(cfg.flat(), sort_keys=False))
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -315,7 +301,7 @@ def _check_workdir_config(workdir: Path, cfg: TrainConfig, *, owned: bool) -> No
     `owned`: the folder is named after this config's hash (a sweep trial's workdir), so an unreadable
     `config.yaml` there is rewritten instead of refused.
     """
-    path = workdir / CONFIG_FILE
+    path = TrialDir(workdir).config
     mine = identity(cfg.flat())
     if not path.exists():
         write_config(workdir, cfg)
@@ -365,21 +351,21 @@ def train(config: Mapping[str, Any] | TrainConfig, *, workdir: str | Path, on_ep
     cfg = validate_config(config)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    final_path = workdir / "final.json"
+    trial_dir = TrialDir(workdir)
     _check_workdir_config(workdir, cfg, owned=owned)
-    if final_path.exists() and (final := _read_final(final_path)) is not None:
-        if len(read_metrics(workdir)) != final.get("epochs"):  # a damaged metrics.jsonl: the checkpoint has them
-            state = load_latest(workdir / "checkpoints")
+    if trial_dir.final.exists() and (final := _read_final(trial_dir.final)) is not None:
+        if trial_dir.epochs_done() != final.get("epochs"):  # a damaged metrics.jsonl: the checkpoint has them
+            state = load_latest(trial_dir.checkpoints)
             if state is not None:
-                write_metrics(workdir, state["history"])
+                trial_dir.write_metrics(state["history"])
         return final
     try:
-        trial = _Trial(cfg, workdir, on_epoch, verbose)
+        trial = _Trial(cfg, trial_dir, on_epoch, verbose)
     except (ValueError, TypeError, FileNotFoundError) as exc:  # ConfigError, DatasetNotFoundError included
         raise SetupError(f"{type(exc).__name__}: {exc}") from exc
     trial.restore()
     if trial.final is not None:  # killed between the last checkpoint and final.json
-        atomic_write_text(final_path, json.dumps(trial.final, indent=1) + "\n")
+        trial_dir.write_final(trial.final)
         return trial.final
     return trial.run()
 
