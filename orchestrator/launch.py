@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainables.files import atomic_write_text, disk_full
+from trainables.meta import TrialMeta
 
 from .errors import UserError
 from .storage import SweepPaths
@@ -46,7 +47,7 @@ class LaunchPlan:
     spec: Any
     paths: SweepPaths
     trials: list  #: the Trial objects to run (grid); empty for a search algorithm
-    meta: dict[str, Any]  #: sweep-wide metadata every trial gets (tracking, sweep run, ...)
+    meta: TrialMeta  #: what every trial is told (tracking, sweep run, trials folder); identities are added per trial
     address: str | None
     launch_name: str
     search: Any = None  #: the search's `SearchHistory` (search algorithms)
@@ -279,14 +280,14 @@ def _scheduler(spec):
                          **kwargs)
 
 
-def _search(spec, meta: dict[str, Any], history):
+def _search(spec, meta: TrialMeta, history):
     """(param_space, search_alg, num_samples) for a search-algorithm spec that has `history` so far."""
     from ray.tune.search import ConcurrencyLimiter
 
     from .search import optuna_search
 
     space = {key: dist.to_tune() for key, dist in spec.search.space.items()}
-    param_space = {"trial": {"config": {**spec.base_config(), **space, "seed": spec.seeds[0]}, "meta": meta}}
+    param_space = {"trial": {"config": {**spec.base_config(), **space, "seed": spec.seeds[0]}, "meta": meta.to_dict()}}
     limit = spec.search.max_concurrent or max(1, int(os.cpu_count() or 1))
     alg = ConcurrencyLimiter(optuna_search(spec, history, param_space), max_concurrent=limit)
     return param_space, alg, history.num_samples
@@ -320,9 +321,8 @@ def build_tuner(plan: LaunchPlan, progress):
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
     if plan.trials:
-        items = [{"config": t.config, "meta": {**plan.meta, "run_hash": t.run_hash, "config_hash": t.config_hash,
-                                               "run_name": t.name, "workdir": str(plan.paths.trial(t.run_hash).folder)}}
-                 for t in plan.trials]
+        items = [{"config": t.config, "meta": plan.meta.identified(config_hash=t.config_hash, run_hash=t.run_hash,
+                                                                  run_name=t.name).to_dict()} for t in plan.trials]
         param_space, search_alg, samples = {"trial": tune.grid_search(items)}, None, 1
     else:
         param_space, search_alg, samples = _search(spec, plan.meta, plan.search)
@@ -377,9 +377,10 @@ def check_data(configs: list[dict[str, Any]], address: str | None, out) -> None:
 
 
 def trial_meta(spec, paths: SweepPaths, tracking_uri: str, experiment_id: str, sweep_run_id: str,
-               commit: str) -> dict[str, Any]:
-    return {"sweep": spec.name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
-            "sweep_run_id": sweep_run_id, "git_commit": commit, "trials_dir": str(paths.trials)}
+               commit: str) -> TrialMeta:
+    """What every trial of this launch is told (each grid trial gets its identity added in `build_tuner`)."""
+    return TrialMeta(sweep=spec.name, tracking_uri=tracking_uri, experiment_id=experiment_id,
+                     sweep_run_id=sweep_run_id, git_commit=commit, trials_dir=str(paths.trials))
 
 
 __all__ = ["LaunchPlan", "build_tuner", "check_no_live_driver", "leftover_ray_processes", "record_driver", "run_plan",

@@ -361,7 +361,7 @@ def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: 
     tracking.mark_unfinished(client, tracking.trial_runs(client, exp_id, spec.name), *unfinished)  # no results yet
     if not is_grid(spec):  # a search's trials are known only once sampled
         state = replace(state, trials=tuple(
-            TrialEntry(h, r.meta.get("run_name", f"trial-{h[:8]}"), "", r.config.get("seed", 0),
+            TrialEntry(h, r.meta.run_name or f"trial-{h[:8]}", "", r.config.get("seed", 0),
                        {k: r.config.get(k) for k in spec.search.space}) for h, r in sorted(collect(paths).items())))
     state.save(paths)  # before anything is printed: a retry of this function prints it once
     if not completed:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from trainables.meta import TrialMeta
 from trainables.trialdir import TrialDir, TrialState
 
 from . import tracking
@@ -33,7 +34,7 @@ class TrialRecord:
 
     run_hash: str
     config: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: TrialMeta = field(default_factory=TrialMeta)  #: as the first Ray result carried it
     epochs: dict[int, dict[str, Any]] = field(default_factory=dict)
     final: dict[str, float] | None = None
     error: str | None = None
@@ -57,12 +58,13 @@ def collect(paths: SweepPaths) -> dict[str, TrialRecord]:
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
             trial = (result.get("config") or {}).get("trial") or {}
-            run_hash = result.get("run_hash") or (trial.get("meta") or {}).get("run_hash")
+            meta = TrialMeta.from_dict(trial.get("meta"))
+            run_hash = result.get("run_hash") or meta.run_hash
             if not run_hash:
                 continue
             rec = _record(records, run_hash)
             rec.config = rec.config or dict(trial.get("config") or {})
-            rec.meta = rec.meta or dict(trial.get("meta") or {})
+            rec.meta = rec.meta if rec.meta != TrialMeta() else meta
             if result.get("failed") or result.get("diverged"):  # `diverged`: results of older versions
                 rec.error = str(result.get("error", "failed"))
             elif "epoch" in result and "test/top1_err" in result:
@@ -155,10 +157,10 @@ def sync_trials(paths: SweepPaths, state: SweepState, *, only: set[str] | None =
                   file=out)
             continue
         config_hash, _ = trial_hashes(cfg)
-        meta = {"sweep": state.name, "run_hash": run_hash, "config_hash": config_hash, "tracking_uri": uri,
-                "experiment_id": state.experiment_id, "sweep_run_id": state.sweep_run_id,
-                "run_name": names.get(run_hash, rec.meta.get("run_name", f"trial-{run_hash[:8]}")),
-                "git_commit": rec.meta.get("git_commit", "")}
+        meta = TrialMeta(sweep=state.name, run_hash=run_hash, config_hash=config_hash, tracking_uri=uri,
+                         experiment_id=state.experiment_id, sweep_run_id=state.sweep_run_id,
+                         run_name=names.get(run_hash, rec.meta.run_name or f"trial-{run_hash[:8]}"),
+                         git_commit=rec.meta.git_commit)
         tracker = TrialTracker(meta, cfg.flat())
         before = tracker.last_step
         for epoch in sorted(rec.epochs):

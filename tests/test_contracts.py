@@ -4,6 +4,8 @@ that crosses Ray (`TrialMeta`). Real files, no mocks."""
 from __future__ import annotations
 
 import json
+import pickle
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +85,21 @@ def test_run_leaves_a_newer_sweep_state_alone(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "written by a newer mixsweep (sweep state format 7" in err and "Traceback" not in err
     assert paths.state.read_text() == text and not (paths.storage / "mlflow.db").exists()
+
+
+def test_trial_meta_crosses_ray_as_a_plain_dict():
+    from trainables.meta import TrialMeta
+
+    meta = TrialMeta(sweep="s", tracking_uri="sqlite:////x.db", experiment_id="1", sweep_run_id="r", git_commit="c",
+                     trials_dir="/runs/s/trials")
+    carried = meta.to_dict()
+    assert all(isinstance(v, str) for v in carried.values())  # what Ray's JSON results and Optuna's space hold
+    assert TrialMeta.from_dict(carried) == meta and pickle.loads(pickle.dumps(meta)) == meta
+    assert TrialMeta.from_dict({**carried, "from_a_newer_driver": 1}) == meta
+    assert TrialMeta.from_dict(None) == TrialMeta()
+    with pytest.raises(AttributeError):
+        meta.run_hash = "x"  # frozen: nobody changes what the driver sent
+    sampled = meta.identified(config_hash="c1", run_hash="abcdef123456", run_name="t")  # a search trial, sampled
+    assert (sampled.run_hash, sampled.run_name, sampled.workdir) == ("abcdef123456", "t", "/runs/s/trials/abcdef123456")
+    assert sampled.trial_dir == TrialDir(Path("/runs/s/trials/abcdef123456"))
+    assert meta.run_hash == "" and meta.trial_dir is None

@@ -1,9 +1,9 @@
 """The Ray Tune trial: `run_trial(config)` wraps `train()`.
 
-`config` = {"config": <flat training config>, "meta": <sweep metadata>} (optionally wrapped as
-{"trial": {...}}, which is how the orchestrator grids over explicit trials), where meta holds the
-sweep name, run/config hashes, the trial's persistent `workdir`, the MLflow tracking URI,
-experiment id and sweep run id. Only `ray.tune.*` APIs are used inside the trial (Ray 2.60,
+`config` = {"config": <flat training config>, "meta": `TrialMeta.to_dict()`} (optionally wrapped as
+{"trial": {...}}, which is how the orchestrator grids over explicit trials); the meta
+(`trainables.meta`) holds the sweep name, run/config hashes, the trial's persistent `workdir`, the
+MLflow tracking URI, experiment id and sweep run id. Only `ray.tune.*` APIs are used inside the trial (Ray 2.60,
 Train V2: `tune.report`, `tune.get_checkpoint`, `tune.get_context`, `tune.Checkpoint`).
 
 Where a trial continues from, newest first: its persistent workdir (`<storage>/<sweep>/trials/
@@ -27,6 +27,7 @@ import torch
 
 from .config import ConfigError, trial_hashes, validate_config
 from .files import disk_full
+from .meta import TrialMeta
 from .metrics import WORST
 from .tracking import TrialTracker
 from .train import SetupError, TrainingDiverged, pick_device, train
@@ -89,7 +90,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
     keep_freed_memory()  # this is a trial process of ours
     config = config.get("trial", config)  # the orchestrator grids over whole {"config", "meta"} dicts
-    meta = dict(config.get("meta") or {})
+    meta = TrialMeta.from_dict(config.get("meta"))  # built by the driver; never changed here
     ctx = tune.get_context()
     required = ctx.get_trial_resources().required_resources
     raw = dict(config["config"])
@@ -102,16 +103,15 @@ def run_trial(config: dict[str, Any]) -> None:
     try:
         cfg = validate_config(raw)
     except ConfigError as exc:  # the driver checked it; a worker with other registries may still refuse it
-        trial_dir = TrialDir(Path(meta["workdir"])) if meta.get("workdir") else None
-        return _fail(trial_dir, None, f"ConfigError: {exc}", 0, node_id, meta.get("run_hash", ""))
-    if "run_hash" not in meta:  # sampled by a search algorithm: identity known only now
-        meta["config_hash"], meta["run_hash"] = trial_hashes(cfg)
-        meta.setdefault("run_name", f"trial-{meta['run_hash'][:8]}")
-        if meta.get("trials_dir"):
-            meta["workdir"] = str(Path(meta["trials_dir"]) / meta["run_hash"])
+        return _fail(meta.trial_dir, None, f"ConfigError: {exc}", 0, node_id, meta.run_hash)
+    if not meta.run_hash:  # sampled by a search algorithm: identity known only now
+        config_hash, run_hash = trial_hashes(cfg)
+        meta = meta.identified(config_hash=config_hash, run_hash=run_hash,
+                               run_name=meta.run_name or f"trial-{run_hash[:8]}")
+        if meta.trials_dir:
             # the params as sampled, so that a later launch of the search can run this trial again
-            TrialDir(Path(meta["workdir"])).write_sampled(config["config"])
-    trial_dir = TrialDir(Path(meta["workdir"]) if meta.get("workdir") else Path.cwd() / "work")
+            meta.trial_dir.write_sampled(config["config"])
+    trial_dir = meta.trial_dir or TrialDir(Path.cwd() / "work")
     trial_dir.folder.mkdir(parents=True, exist_ok=True)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -126,22 +126,22 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.log_epoch(int(metrics["epoch"]), metrics)
         if finished:
             tracker.log_artifacts(*trial_dir.artifacts)
-        _report({**metrics, "node_id": node_id, "run_hash": meta["run_hash"]}, path, trial_dir)
+        _report({**metrics, "node_id": node_id, "run_hash": meta.run_hash}, path, trial_dir)
         reported.append(metrics["epoch"])
 
     try:
-        final = train(cfg, workdir=trial_dir.folder, on_epoch=on_epoch, owned=bool(meta.get("workdir")))
+        final = train(cfg, workdir=trial_dir.folder, on_epoch=on_epoch, owned=meta.trial_dir is not None)
     except TrainingDiverged as exc:
-        return _fail(trial_dir, tracker, str(exc), exc.epoch, node_id, meta["run_hash"])
+        return _fail(trial_dir, tracker, str(exc), exc.epoch, node_id, meta.run_hash)
     except (SetupError, ConfigError) as exc:
-        return _fail(trial_dir, tracker, f"cannot start: {exc}", 0, node_id, meta["run_hash"])
+        return _fail(trial_dir, tracker, f"cannot start: {exc}", 0, node_id, meta.run_hash)
     except (KeyboardInterrupt, SystemExit):  # Tune stopped the trial (sweep stopped, ASHA, preemption)
         tracker.finish("KILLED", "stopped by Ray Tune; the trial keeps its last checkpoint")
         raise
     except Exception as exc:
         if disk_full(exc):  # a retry would fail the same way: the driver stops the sweep and says where
             where = exc.filename if isinstance(exc, OSError) and exc.filename else trial_dir.folder
-            _report({"fatal": f"no space left on {where}", "node_id": node_id, "run_hash": meta["run_hash"]}, None,
+            _report({"fatal": f"no space left on {where}", "node_id": node_id, "run_hash": meta.run_hash}, None,
                     trial_dir)
             return
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
@@ -152,6 +152,6 @@ def run_trial(config: dict[str, Any]) -> None:
             tracker.log_final(int(last["epoch"]), final)
         tracker.log_artifacts(*trial_dir.artifacts)
         ckpts = trial_dir.list_checkpoints()
-        _report({**last, **final, "node_id": node_id, "run_hash": meta["run_hash"]}, ckpts[-1][1] if ckpts else None,
+        _report({**last, **final, "node_id": node_id, "run_hash": meta.run_hash}, ckpts[-1][1] if ckpts else None,
                 trial_dir)
     tracker.finish("FINISHED")
