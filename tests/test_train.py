@@ -52,6 +52,41 @@ def test_train_writes_everything(tmp_path):
     assert time.perf_counter() - t0 < 5
 
 
+def test_final_json_is_there_when_the_last_epoch_is_reported(tmp_path):
+    """The last report's checkpoint carries final.json to Ray: it is written before that report, not after."""
+    seen = []
+    train({**TINY, "eval.robust_size": 0}, workdir=tmp_path, verbose=False,
+          on_epoch=lambda m, p, done: seen.append((done, (tmp_path / "final.json").exists())))
+    assert seen == [(False, False), (True, True)]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(metrics, path, finished):
+    raise _Stop
+
+
+def test_old_checkpoints_with_a_scaler_entry_resume_bit_identically(tmp_path):
+    """Earlier versions saved a (disabled) GradScaler's state in every checkpoint; they resume, ignoring it."""
+    cfg = {**TINY, "eval.robust_size": 0}
+    ref = train(cfg, workdir=tmp_path / "ref", verbose=False)
+    with pytest.raises(_Stop):  # stopped after its first epoch
+        train(cfg, workdir=tmp_path / "old", on_epoch=_stop, verbose=False)
+    path = tmp_path / "old" / "checkpoints" / "epoch_0001.pt"
+    ckpt = torch.load(path, weights_only=True)
+    assert "scaler" not in ckpt
+    torch.save({**ckpt, "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict()}, path)
+    again = train(cfg, workdir=tmp_path / "old", verbose=False)
+    a, b = (torch.load(tmp_path / d / "checkpoints" / "epoch_0002.pt", weights_only=True) for d in ("ref", "old"))
+    assert "scaler" not in b
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert {k: v for k, v in again.items() if k != "cost/device_s"} == \
+        {k: v for k, v in ref.items() if k != "cost/device_s"}
+
+
 def test_keeps_only_the_last_two_checkpoints(tmp_path):
     train({**TINY, "epochs": 4, "eval.robust_size": 0}, workdir=tmp_path, verbose=False)
     assert [e for e, _ in list_checkpoints(tmp_path / "checkpoints")] == [3, 4]

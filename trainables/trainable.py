@@ -27,10 +27,11 @@ import torch
 
 from .config import ConfigError, trial_hashes, validate_config
 from .files import disk_full
+from .loop import pick_device
 from .meta import TrialMeta
 from .metrics import WORST
 from .tracking import TrialTracker
-from .train import SetupError, TrainingDiverged, pick_device, train
+from .train import SetupError, TrainingDiverged, train
 from .trialdir import TrialDir, list_checkpoints
 
 
