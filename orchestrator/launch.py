@@ -298,6 +298,8 @@ def _fatal_stopper(progress):
     from ray.tune import Stopper
 
     class StopOnFatal(Stopper):
+        """Stops every trial once `progress.fatal` is set; never a single trial."""
+
         def __call__(self, trial_id: str, result: dict) -> bool:
             return False
 

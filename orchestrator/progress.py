@@ -29,6 +29,8 @@ def _epochs_of(trial) -> int:
 
 @dataclass
 class Row:
+    """One trial's line in the progress table."""
+
     name: str
     run_hash: str = ""
     status: str = "PENDING"

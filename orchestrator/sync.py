@@ -183,6 +183,8 @@ def sync_trials(paths: SweepPaths, state: SweepState, *, only: set[str] | None =
 
 @dataclass
 class SyncResult:
+    """What `sync_trials` did."""
+
     synced: int = 0  #: trials replayed into MLflow
     epochs: int = 0  #: epochs back-filled
     unreadable: dict[str, str] = field(default_factory=dict)  #: run_hash -> why its config cannot be read
