@@ -2,30 +2,19 @@
 
 Benchmarks report RATIOS of things measured in the same run on the same inputs. Candidates are
 timed round-robin (A, B, C, A, B, C, ...), so slow drifts of a shared or virtual machine hit
-all of them alike, and a ratio is the median of the per-round ratios. CUDA work is timed with
-CUDA events.
+all of them alike, and a ratio is the median of the per-round ratios. One call is timed by
+`trainables.timing` (CUDA events on a GPU), the timer the training loop's `time/epoch_s` and
+`time/mix_s` come from.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
-
-def _once(fn: Callable[[], object], device: torch.device) -> float:
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1000.0
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+from trainables.timing import time_call
 
 
 def interleaved(fns: dict[str, tuple[Callable[[], object], torch.device]], *, rounds: int = 7,
@@ -33,11 +22,11 @@ def interleaved(fns: dict[str, tuple[Callable[[], object], torch.device]], *, ro
     """Seconds of each candidate in every round; candidates run round-robin after a warm-up."""
     for _ in range(warmup):
         for fn, device in fns.values():
-            _once(fn, device)
+            time_call(fn, device)
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, (fn, device) in fns.items():
-            times[name].append(_once(fn, device))
+            times[name].append(time_call(fn, device))
     return times
 
 

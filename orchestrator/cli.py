@@ -143,10 +143,10 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     from . import tracking
-    from .storage import load_state, sweep_paths
+    from .storage import SweepState, sweep_paths
 
     storage = resolve_storage(args.storage, create=False)
-    uri = load_state(sweep_paths(storage, args.name))["tracking_uri"] if args.name else \
+    uri = SweepState.load(sweep_paths(storage, args.name)).tracking_uri if args.name else \
         tracking.default_tracking_uri(storage)
     if uri.startswith(("http://", "https://")):
         print(f"this sweep tracks to a server: open {uri}")

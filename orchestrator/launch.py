@@ -17,8 +17,10 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from trainables.files import atomic_write_text, disk_full
+from trainables.meta import TrialMeta
 
 from .errors import UserError
 from .storage import SweepPaths
@@ -45,7 +47,7 @@ class LaunchPlan:
     spec: Any
     paths: SweepPaths
     trials: list  #: the Trial objects to run (grid); empty for a search algorithm
-    meta: dict[str, Any]  #: sweep-wide metadata every trial gets (tracking, sweep run, ...)
+    meta: TrialMeta  #: what every trial is told (tracking, sweep run, trials folder); identities are added per trial
     address: str | None
     launch_name: str
     search: Any = None  #: the search's `SearchHistory` (search algorithms)
@@ -93,8 +95,6 @@ def ray_children() -> list[dict[str, float]]:
 def record_driver(paths: SweepPaths, address: str | None) -> None:
     """Write driver.json: this process and its Ray processes, to find leftovers after a crash."""
     import psutil
-
-    from trainables.checkpoint import atomic_write_text
 
     record = {"pid": os.getpid(), "created": psutil.Process().create_time(),
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "address": address or "",
@@ -177,8 +177,6 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
 def _quiet_about_full_disks(logger_name: str) -> None:
     """Drop a logger's tracebacks of a full disk: the driver reports that once, with where and what to do."""
     import logging
-
-    from trainables.checkpoint import disk_full
 
     logger = logging.getLogger(logger_name)
     if not any(getattr(f, "mixsweep", False) for f in logger.filters):
@@ -282,14 +280,14 @@ def _scheduler(spec):
                          **kwargs)
 
 
-def _search(spec, meta: dict[str, Any], history):
+def _search(spec, meta: TrialMeta, history):
     """(param_space, search_alg, num_samples) for a search-algorithm spec that has `history` so far."""
     from ray.tune.search import ConcurrencyLimiter
 
     from .search import optuna_search
 
     space = {key: dist.to_tune() for key, dist in spec.search.space.items()}
-    param_space = {"trial": {"config": {**spec.base_config(), **space, "seed": spec.seeds[0]}, "meta": meta}}
+    param_space = {"trial": {"config": {**spec.base_config(), **space, "seed": spec.seeds[0]}, "meta": meta.to_dict()}}
     limit = spec.search.max_concurrent or max(1, int(os.cpu_count() or 1))
     alg = ConcurrencyLimiter(optuna_search(spec, history, param_space), max_concurrent=limit)
     return param_space, alg, history.num_samples
@@ -300,6 +298,8 @@ def _fatal_stopper(progress):
     from ray.tune import Stopper
 
     class StopOnFatal(Stopper):
+        """Stops every trial once `progress.fatal` is set; never a single trial."""
+
         def __call__(self, trial_id: str, result: dict) -> bool:
             return False
 
@@ -323,9 +323,8 @@ def build_tuner(plan: LaunchPlan, progress):
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
     )
     if plan.trials:
-        items = [{"config": t.config, "meta": {**plan.meta, "run_hash": t.run_hash, "config_hash": t.config_hash,
-                                               "run_name": t.name, "workdir": str(plan.paths.workdir(t.run_hash))}}
-                 for t in plan.trials]
+        items = [{"config": t.config, "meta": plan.meta.identified(config_hash=t.config_hash, run_hash=t.run_hash,
+                                                                  run_name=t.name).to_dict()} for t in plan.trials]
         param_space, search_alg, samples = {"trial": tune.grid_search(items)}, None, 1
     else:
         param_space, search_alg, samples = _search(spec, plan.meta, plan.search)
@@ -380,29 +379,11 @@ def check_data(configs: list[dict[str, Any]], address: str | None, out) -> None:
 
 
 def trial_meta(spec, paths: SweepPaths, tracking_uri: str, experiment_id: str, sweep_run_id: str,
-               commit: str) -> dict[str, Any]:
-    return {"sweep": spec.name, "tracking_uri": tracking_uri, "experiment_id": experiment_id,
-            "sweep_run_id": sweep_run_id, "git_commit": commit, "trials_dir": str(paths.trials)}
+               commit: str) -> TrialMeta:
+    """What every trial of this launch is told (each grid trial gets its identity added in `build_tuner`)."""
+    return TrialMeta(sweep=spec.name, tracking_uri=tracking_uri, experiment_id=experiment_id,
+                     sweep_run_id=sweep_run_id, git_commit=commit, trials_dir=str(paths.trials))
 
 
-def trial_state(workdir: Path) -> str:
-    """finished | failed | partial | new, from the trial's workdir."""
-    from trainables.checkpoint import FAILED_MARKER, list_checkpoints
-
-    if (workdir / "final.json").exists():
-        return "finished"
-    if (workdir / FAILED_MARKER).exists():
-        return "failed"
-    if list_checkpoints(workdir / "checkpoints"):
-        return "partial"
-    return "new"
-
-
-def epochs_done(workdir: Path) -> int:
-    from trainables.checkpoint import read_metrics
-
-    return len(read_metrics(workdir))
-
-
-__all__ = ["LaunchPlan", "Path", "build_tuner", "check_no_live_driver", "epochs_done", "leftover_ray_processes",
-           "record_driver", "run_plan", "stop_processes", "trial_meta", "trial_state"]
+__all__ = ["LaunchPlan", "build_tuner", "check_no_live_driver", "leftover_ray_processes", "record_driver", "run_plan",
+           "stop_processes", "trial_meta"]

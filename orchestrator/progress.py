@@ -14,6 +14,8 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from trainables.meta import TrialMeta
+
 
 def _epochs_of(trial) -> int:
     """Epochs of a trial from its config (search trials: the sampled config)."""
@@ -27,6 +29,8 @@ def _epochs_of(trial) -> int:
 
 @dataclass
 class Row:
+    """One trial's line in the progress table."""
+
     name: str
     run_hash: str = ""
     status: str = "PENDING"
@@ -53,9 +57,9 @@ class Progress(Callback):
 
     def _row(self, trial) -> Row:
         if trial.trial_id not in self.rows:
-            meta = (trial.config.get("trial") or {}).get("meta") or {}
-            key = meta.get("run_hash", "")
-            self.rows[trial.trial_id] = Row(self.names.get(key, meta.get("run_name", trial.trial_id)), key,
+            meta = TrialMeta.from_dict((trial.config.get("trial") or {}).get("meta"))
+            key = meta.run_hash
+            self.rows[trial.trial_id] = Row(self.names.get(key, meta.run_name or trial.trial_id), key,
                                             epochs=_epochs_of(trial))
         return self.rows[trial.trial_id]
 

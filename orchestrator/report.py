@@ -332,12 +332,12 @@ def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None)
     from .errors import UserError
     from .expand import is_grid
     from .spec import load_spec
-    from .storage import load_state, sweep_paths
+    from .storage import SweepState, sweep_paths
 
     paths = sweep_paths(storage, name)
-    state = load_state(paths)
+    state = SweepState.load(paths)
     spec = load_spec(paths.spec)
-    uri = state["tracking_uri"]
+    uri = state.tracking_uri
     tracking.check_tracking_uri(uri)
     client = tracking.client(uri)
     out = Path(out_dir).resolve() if out_dir else paths.report
@@ -346,17 +346,17 @@ def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None)
     except OSError as exc:
         raise UserError(f"--out {out} cannot be created: {exc.strerror or exc}") from None
     try:
-        runs = tracking.trial_runs(client, state["experiment_id"], name)
+        runs = tracking.trial_runs(client, state.experiment_id, name)
     except Exception as exc:  # noqa: BLE001 - the store answered /health but fails
         raise UserError(f"MLflow at {uri} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
     if is_grid(spec):
         factors = spec.factor_levels() or {"sweep": [name]}
         frame = tracking.runs_frame(runs, factors)
-        levels = {t["run_hash"]: {**t["levels"], "sweep": name} for t in state["trials"]}
+        levels = {t.run_hash: {**t.levels, "sweep": name} for t in state.trials}
         seen = set(frame["run_hash"]) if len(frame) else set()
-        missing = [{"run_hash": t["run_hash"], "config_hash": t["config_hash"], "name": t["name"], "seed": t["seed"],
-                    "status": "NOT_STARTED", "error": "no MLflow run yet"} for t in state["trials"]
-                   if t["run_hash"] not in seen]
+        missing = [{"run_hash": t.run_hash, "config_hash": t.config_hash, "name": t.name, "seed": t.seed,
+                    "status": "NOT_STARTED", "error": "no MLflow run yet"} for t in state.trials
+                   if t.run_hash not in seen]
         frame = pd.concat([frame, pd.DataFrame(missing)], ignore_index=True) if missing else frame
         if not len(frame):
             raise UserError(f"sweep {name!r} has no trials to report")
@@ -370,7 +370,7 @@ def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None)
         files = write_search_report(frame, list(spec.search.space), spec.metric, spec.mode, out)
     try:
         for path in files.values():
-            client.log_artifact(state["sweep_run_id"], str(path), artifact_path="report")
+            client.log_artifact(state.sweep_run_id, str(path), artifact_path="report")
     except Exception as exc:  # noqa: BLE001 - the files are written; say what failed
         raise UserError(f"the report is in {out}, but logging it to MLflow at {uri} failed: "
                         f"{type(exc).__name__}: {str(exc)[:300]}") from None

@@ -19,11 +19,12 @@ it was given into its workdir (`sampled.json`) before it trains; its state is it
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .launch import per_epoch_metric, trial_state
+from trainables.trialdir import TrialState
+
+from .launch import per_epoch_metric
 from .storage import SweepPaths
 
 STUDY = "mixsweep"
@@ -54,7 +55,6 @@ def _fits(dist, value: Any) -> bool:
 
 def search_history(spec, paths: SweepPaths, stopped: set[str]) -> SearchHistory:
     """What the storage says about the trials `spec`'s search sampled so far (`stopped`: ASHA stops)."""
-    from trainables.checkpoint import CONFIG_FILE, SAMPLED_CONFIG, read_metrics
     from trainables.config import ConfigError, trial_hashes, validate_config
     from trainables.metrics import WORST
     from trainables.train import read_config
@@ -62,21 +62,20 @@ def search_history(spec, paths: SweepPaths, stopped: set[str]) -> SearchHistory:
     metric = per_epoch_metric(spec.metric)
     space = spec.search.space
     history = SearchHistory()
-    for workdir in sorted(paths.trials.glob("*")):
+    for trial_dir in paths.trial_dirs():
         try:  # sweeps of older versions have only the resolved config: fine unless a choice is spelled otherwise
-            sampled = (json.loads((workdir / SAMPLED_CONFIG).read_text()) if (workdir / SAMPLED_CONFIG).exists()
-                       else read_config(workdir / CONFIG_FILE))
+            sampled = trial_dir.read_sampled() if trial_dir.sampled.exists() else read_config(trial_dir.config)
             params = {k: sampled[k] for k in space}
             _, run_hash = trial_hashes(validate_config({**spec.base_config(), **params, "seed": spec.seeds[0]}))
         except (OSError, ValueError, KeyError, TypeError, ConfigError):
             continue  # nothing yet (killed as it started), or a cut file
-        if run_hash != workdir.name or not all(_fits(space[k], v) for k, v in params.items()):
+        if run_hash != trial_dir.name or not all(_fits(space[k], v) for k, v in params.items()):
             continue  # a trial of another version of the spec
-        state = trial_state(workdir)
-        state = "stopped" if state == "partial" and run_hash in stopped else state
+        state = trial_dir.state()
+        state = "stopped" if state == TrialState.PARTIAL and run_hash in stopped else str(state)
         history.params[run_hash], history.states[run_hash] = params, state
-        epochs = read_metrics(workdir)
-        if state == "failed":
+        epochs = trial_dir.read_metrics()
+        if state == TrialState.FAILED:
             history.values[run_hash] = WORST[metric]
         elif state in ("finished", "stopped") and epochs and metric in epochs[-1]:
             history.values[run_hash] = float(epochs[-1][metric])

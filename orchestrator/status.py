@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from trainables.trialdir import TrialState
+
 from . import tracking
 from .errors import UserError
 from .expand import expand, is_grid
-from .launch import check_no_live_driver, epochs_done, trial_state
+from .launch import check_no_live_driver
 from .spec import SweepSpec
-from .storage import SweepPaths, load_state, sweep_paths
+from .storage import SweepPaths, SweepState, sweep_paths
 
 
 def print_plan(spec: SweepSpec, paths: SweepPaths, out: TextIO) -> None:
@@ -25,7 +27,7 @@ def print_plan(spec: SweepSpec, paths: SweepPaths, out: TextIO) -> None:
           f"(metric {spec.metric}, {spec.mode})", file=out)
     print(f"  {'trial':44s} {'run_hash':12s}  state", file=out)
     for t in trials:
-        print(f"  {t.name[:44]:44s} {t.run_hash}  {trial_state(paths.workdir(t.run_hash))}", file=out)
+        print(f"  {t.name[:44]:44s} {t.run_hash}  {paths.trial(t.run_hash).state()}", file=out)
 
 
 def _driver_note(paths: SweepPaths) -> str:
@@ -39,28 +41,29 @@ def _driver_note(paths: SweepPaths) -> str:
 def sweep_status(name: str, *, storage: Path, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     paths = sweep_paths(storage, name)
-    state = load_state(paths)
+    state = SweepState.load(paths)
     statuses: dict[str, str] = {}
     metrics: dict[str, float] = {}
     try:
-        tracking.check_tracking_uri(state["tracking_uri"], timeout=3)
-        client = tracking.client(state["tracking_uri"])
-        for run in tracking.trial_runs(client, state["experiment_id"], name):
+        tracking.check_tracking_uri(state.tracking_uri, timeout=3)
+        client = tracking.client(state.tracking_uri)
+        for run in tracking.trial_runs(client, state.experiment_id, name):
             h = run.data.tags.get(tracking.TAG_RUN_HASH)
             statuses[h] = run.info.status
-            if state["metric"] in run.data.metrics:
-                metrics[h] = run.data.metrics[state["metric"]]
+            if state.metric in run.data.metrics:
+                metrics[h] = run.data.metrics[state.metric]
     except Exception as exc:  # noqa: BLE001 - status still works from the storage alone
         print(f"(MLflow unavailable: {str(exc)[:200]}; showing the storage view)", file=out)
-    print(f"sweep {name} in {paths.storage}: {len(state['trials'])} trials, tracking {state['tracking_uri']}"
+    print(f"sweep {name} in {paths.storage}: {len(state.trials)} trials, tracking {state.tracking_uri}"
           f"{_driver_note(paths)}", file=out)
-    print(f"  {'trial':44s} {'state':9s} {'epochs':>7s} {'mlflow':9s} {state['metric']:>16s}", file=out)
-    stopped = set(state.get("stopped", []))  # by ASHA: ended, though its workdir has no final result
-    for t in state["trials"]:
-        h = t["run_hash"]
-        wd = paths.workdir(h)
+    print(f"  {'trial':44s} {'state':9s} {'epochs':>7s} {'mlflow':9s} {state.metric:>16s}", file=out)
+    stopped = set(state.stopped)  # by ASHA: ended, though its workdir has no final result
+    for t in state.trials:
+        h = t.run_hash
+        trial_dir = paths.trial(h)
         value = f"{metrics[h]:.2f}" if h in metrics else "-"
-        shown = "stopped" if h in stopped and trial_state(wd) == "partial" else trial_state(wd)
-        print(f"  {t['name'][:44]:44s} {shown:9s} {epochs_done(wd):>7d} {statuses.get(h, '-'):9s} {value:>16s}",
+        state = trial_dir.state()
+        shown = "stopped" if h in stopped and state == TrialState.PARTIAL else state
+        print(f"  {t.name[:44]:44s} {shown:9s} {trial_dir.epochs_done():>7d} {statuses.get(h, '-'):9s} {value:>16s}",
               file=out)
     return 0

@@ -22,9 +22,12 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from trainables.files import atomic_write_text
+from trainables.trialdir import TrialDir
 
 from .errors import UserError
 
@@ -34,8 +37,12 @@ DEFAULT_STORAGE = "mixsweep_runs"
 
 @dataclass(frozen=True)
 class SweepPaths:
+    """The folders and files of sweep `name` in `storage` (the layout above)."""
+
     storage: Path
     name: str
+
+    STATE: ClassVar[str] = "sweep.json"
 
     @property
     def root(self) -> Path:
@@ -51,7 +58,7 @@ class SweepPaths:
 
     @property
     def state(self) -> Path:
-        return self.root / "sweep.json"
+        return self.root / self.STATE
 
     @property
     def spec(self) -> Path:
@@ -65,8 +72,13 @@ class SweepPaths:
     def report(self) -> Path:
         return self.root / "report"
 
-    def workdir(self, run_hash: str) -> Path:
-        return self.trials / run_hash
+    def trial(self, run_hash: str) -> TrialDir:
+        """The folder of trial `run_hash` (its file names: `trainables.trialdir.TrialDir`)."""
+        return TrialDir(self.trials / run_hash)
+
+    def trial_dirs(self) -> list[TrialDir]:
+        """Every trial folder on this machine, by name."""
+        return [TrialDir(p) for p in sorted(self.trials.glob("*"))]
 
 
 def resolve_storage(arg: str | os.PathLike | None, *, create: bool) -> Path:
@@ -109,35 +121,111 @@ def sweep_paths(storage: Path, name: str) -> SweepPaths:
 def known_sweeps(storage: Path) -> list[str]:
     if not storage.is_dir():
         return []
-    return sorted(p.parent.name for p in storage.glob("*/sweep.json"))
-
-
-def load_state(paths: SweepPaths) -> dict[str, Any]:
-    if not paths.state.exists():
-        known = known_sweeps(paths.storage)
-        listing = f"; sweeps in {paths.storage}: {', '.join(known)}" if known else f"; {paths.storage} holds no sweep"
-        raise UserError(f"unknown sweep {paths.name!r}{listing}")
-    try:
-        state = json.loads(paths.state.read_text())
-    except (OSError, ValueError) as exc:
-        state, why = None, f"{type(exc).__name__}: {str(exc)[:200]}"
-    else:
-        why = "not a sweep state" if not isinstance(state, dict) or "trials" not in state else ""
-    if why:
-        raise DamagedState(f"{paths.state} cannot be read ({why}). `mixsweep run` rebuilds it: mixsweep run "
-                           f"{paths.spec} --storage {paths.storage} (with the --tracking-uri the sweep used, unless it "
-                           "was the default); trials that finished are kept and not run again")
-    return state
+    return sorted(p.parent.name for p in storage.glob(f"*/{SweepPaths.STATE}"))
 
 
 class DamagedState(UserError):
     """sweep.json exists but cannot be read; `mixsweep run` rebuilds it."""
 
 
-def save_state(paths: SweepPaths, state: dict[str, Any]) -> None:
-    from trainables.checkpoint import atomic_write_text
+#: the layout of sweep.json this code reads and writes. A file without a `format` field has layout 1 (the
+#: field came later); a newer one is refused (rebuilding it would lose what a newer version keeps there),
+#: an older one is rebuilt by `mixsweep run` like a damaged one.
+STATE_FORMAT = 1
 
-    atomic_write_text(paths.state, json.dumps(state, indent=1, default=str) + "\n")
+
+@dataclass(frozen=True)
+class TrialEntry:
+    """One trial as sweep.json lists it (grid: every trial of the spec; search: those sampled so far)."""
+
+    run_hash: str
+    name: str
+    config_hash: str = ""  #: empty for a search trial
+    seed: int = 0
+    levels: dict[str, Any] = field(default_factory=dict)  #: factor -> level (search: the sampled params)
+
+
+@dataclass(frozen=True)
+class SweepState:
+    """sweep.json: what a sweep is (its spec's name, metric and tracking) and which trials it holds.
+
+    Written by `run` (atomically, as a whole) before and after each launch; read by `resume`, `status`,
+    `sync`, `report` and `ui`. Load it with `SweepState.load(paths)`; change it with `dataclasses.replace`.
+    """
+
+    name: str
+    tracking_uri: str
+    experiment_id: str
+    sweep_run_id: str
+    source: str = ""  #: the spec as the user named it
+    spec_hash: str = ""
+    metric: str = "final/top1_err"
+    mode: str = "min"
+    address: str = ""  #: the Ray cluster the sweep ran on ("" = a local instance)
+    launches: int = 0  #: Tune experiments launched so far (`ray/launch-NNN`, `ray/search-NNN`)
+    stopped: tuple[str, ...] = ()  #: run_hashes that ASHA stopped early (ended, without final.json)
+    trials: tuple[TrialEntry, ...] = ()
+    format: int = STATE_FORMAT
+
+    @property
+    def names(self) -> dict[str, str]:
+        """run_hash -> display name of every listed trial."""
+        return {t.run_hash: t.name for t in self.trials}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {"format": data.pop("format"), **data, "stopped": list(self.stopped)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> SweepState:
+        """The state in `data` (parsed sweep.json); ValueError saying what is wrong with it."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object, got {type(data).__name__}")
+        missing = [k for k in ("name", "tracking_uri", "experiment_id", "sweep_run_id", "trials") if k not in data]
+        if missing:
+            raise ValueError(f"missing {', '.join(missing)}")
+        known = {f.name for f in fields(cls)}
+        try:
+            trials = tuple(TrialEntry(**t) for t in data["trials"])
+            return cls(**{**{k: v for k, v in data.items() if k in known}, "trials": trials,
+                          "stopped": tuple(data.get("stopped", ()))})
+        except TypeError as exc:
+            raise ValueError(f"a field has the wrong shape ({exc})") from None
+
+    @classmethod
+    def load(cls, paths: SweepPaths) -> SweepState:
+        """sweep.json of `paths`: UserError for an unknown sweep or a newer format, DamagedState when it cannot
+        be read (or is older than this code reads; `mixsweep run` rebuilds both)."""
+        if not paths.state.exists():
+            known = known_sweeps(paths.storage)
+            listing = (f"; sweeps in {paths.storage}: {', '.join(known)}" if known
+                       else f"; {paths.storage} holds no sweep")
+            raise UserError(f"unknown sweep {paths.name!r}{listing}")
+        rebuild = (f"`mixsweep run` rebuilds it: mixsweep run {paths.spec} --storage {paths.storage} (with the "
+                   "--tracking-uri the sweep used, unless it was the default); trials that finished are kept and not "
+                   "run again")
+        try:
+            data = json.loads(paths.state.read_text())
+        except (OSError, ValueError) as exc:
+            raise DamagedState(f"{paths.state} cannot be read ({type(exc).__name__}: {str(exc)[:200]}). "
+                               f"{rebuild}") from None
+        version = data.get("format", 1) if isinstance(data, dict) else None
+        if isinstance(version, int) and version > STATE_FORMAT:
+            raise UserError(f"{paths.state} was written by a newer mixsweep (sweep state format {version}; this one "
+                            f"reads format {STATE_FORMAT}): upgrade mixsweep to continue sweep {paths.name!r}")
+        if isinstance(version, int) and version < STATE_FORMAT:
+            raise DamagedState(f"{paths.state} cannot be read (sweep state format {version} of an older mixsweep; "
+                               f"this one reads format {STATE_FORMAT}). {rebuild}")
+        try:
+            if not isinstance(version, int):
+                raise ValueError(f"format {version!r}")
+            return cls.from_dict(data)
+        except ValueError as exc:
+            raise DamagedState(f"{paths.state} cannot be read (not a sweep state: {exc}). {rebuild}") from None
+
+    def save(self, paths: SweepPaths) -> None:
+        """Replace sweep.json as a whole (atomically)."""
+        atomic_write_text(paths.state, json.dumps(self.to_dict(), indent=1, default=str) + "\n")
 
 
 @contextmanager

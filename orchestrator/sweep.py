@@ -11,15 +11,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from trainables.checkpoint import disk_full
+from trainables.files import atomic_write_text, disk_full
+from trainables.trialdir import TrialState
 
 from . import tracking
 from .errors import UserError
@@ -36,11 +39,15 @@ from .launch import (
     run_plan,
     stop_processes,
     trial_meta,
-    trial_state,
 )
+from .search import SearchHistory, search_history
 from .spec import SweepSpec, load_spec
-from .storage import DamagedState, SweepPaths, load_state, save_state, sweep_lock, sweep_paths
+from .status import print_plan
+from .storage import DamagedState, SweepPaths, SweepState, TrialEntry, sweep_lock, sweep_paths
 from .sync import collect, sync_trials
+
+if TYPE_CHECKING:
+    from .progress import Progress
 
 RESUME_HINT = "mixsweep resume {name} --storage {storage}"
 ADDRESS = re.compile(r"^(auto|local|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
@@ -70,11 +77,11 @@ def check_address(address: str | None) -> None:
                         "(Ray Client)")
 
 
-def count_states(paths: SweepPaths, trials: list[dict[str, Any]]) -> dict[str, int]:
-    """How many of `trials` (state records) are finished / failed / partial / new in the storage."""
-    counts = {"finished": 0, "failed": 0, "partial": 0, "new": 0}
+def count_states(paths: SweepPaths, trials: Iterable[TrialEntry]) -> dict[str, int]:
+    """How many of `trials` are finished / failed / partial / new in the storage."""
+    counts = dict.fromkeys(TrialState, 0)
     for t in trials:
-        counts[trial_state(paths.workdir(t["run_hash"]))] += 1
+        counts[paths.trial(t.run_hash).state()] += 1
     return counts
 
 
@@ -94,10 +101,10 @@ def classify(trials: list[Trial], paths: SweepPaths, finished_in_mlflow: set[str
     """Sort trials by what their workdir and MLflow say; no side effects."""
     plan = Plan()
     for t in trials:
-        state = trial_state(paths.workdir(t.run_hash))
-        if state == "finished" or t.run_hash in finished_in_mlflow:
+        state = paths.trial(t.run_hash).state()
+        if state == TrialState.FINISHED or t.run_hash in finished_in_mlflow:
             plan.finished.append(t)
-        elif state == "failed":
+        elif state == TrialState.FAILED:
             (plan.retry if retry_failed else plan.failed).append(t)
         elif t.run_hash in stopped:
             plan.stopped.append(t)
@@ -117,7 +124,7 @@ def _retire(paths: SweepPaths, client, runs: dict[str, Any], trials: list[Trial]
     for t in trials:
         target = paths.root / "retired" / f"{t.run_hash}-{stamp}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(paths.workdir(t.run_hash)), target)
+        shutil.move(str(paths.trial(t.run_hash).folder), target)
         run = runs.get(t.run_hash)
         if run is not None:
             client.set_tag(run.info.run_id, tracking.TAG_ROLE, "retired")
@@ -174,225 +181,295 @@ def _needs_sync(run) -> bool:
         run.info.status == "FINISHED" and "final/top1_err" not in run.data.metrics)
 
 
-def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: str | None,
-                 retry_failed: bool = False, out: TextIO | None = None) -> int:
-    """Run what is left of `spec` in `paths`; returns the exit code (0 done, 1 failures, 130 stopped).
-
-    A full disk (the storage, the tracking store, a trial's folder) stops the sweep with one UserError
-    naming the place; the trials keep their last checkpoint, and `resume` continues once there is room.
-    """
-    try:
-        return _launch(spec, paths, tracking_uri=tracking_uri, address=address, retry_failed=retry_failed,
-                       out=out or sys.stderr)
-    except Exception as exc:
-        if not disk_full(exc):
-            raise
-        where = exc.filename if isinstance(exc, OSError) and exc.filename else paths.storage
-        raise UserError(_no_space(spec, paths, f"no space left on {where}")) from None
-
-
-def _no_space(spec: SweepSpec, paths: SweepPaths, what: str) -> str:
-    return (f"{what}; the sweep stopped and its trials keep their last checkpoint. Free some space, then: "
-            f"{RESUME_HINT.format(name=spec.name, storage=paths.storage)}")
-
-
-def _launch(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: str | None, retry_failed: bool,
-            out: TextIO) -> int:
-    check_address(address)
-    grid = is_grid(spec)
-    if not grid or spec.scheduler == "asha":
-        per_epoch_metric(spec.metric)
-    tracking.check_tracking_uri(tracking_uri, require_folder=False)  # fail fast, before anything is written
-    if address and tracking_uri.startswith("sqlite:"):
-        print("[mixsweep] warning: a sqlite tracking store is not safe across machines (and never on NFS); for a "
-              "multi-node cluster pass --tracking-uri http://... of an MLflow server", file=out)
-    try:
-        paths.storage.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--storage {paths.storage} cannot be created: {exc.strerror}") from None
-    with sweep_lock(paths, "run"):
-        _cleanup_leftovers(paths, out)
-        client, exp_id, sweep_run = _tracking(spec, paths, tracking_uri)
-        old = _previous_state(paths, out)
-        trials = expand(spec) if grid else []
-        runs = {r.data.tags.get(tracking.TAG_RUN_HASH): r for r in tracking.trial_runs(client, exp_id, spec.name)}
-        stopped = set(old.get("stopped", [])) if spec.scheduler == "asha" else set()
-        plan = classify(trials, paths, tracking.finished_hashes(runs.values()), stopped, retry_failed)
-        _retire(paths, client, runs, plan.retry, out)
-        launches = max([int(old.get("launches", 0))] + [int(p.name[7:]) for p in paths.ray.glob("launch-[0-9]*")
-                                                         if p.name[7:].isdigit()])
-        state = {"name": spec.name, "source": spec.source, "spec_hash": spec_hash(spec),
-                 "tracking_uri": tracking_uri, "experiment_id": exp_id, "sweep_run_id": sweep_run,
-                 "metric": spec.metric, "mode": spec.mode, "address": address or "", "launches": launches,
-                 "stopped": sorted(stopped),
-                 "trials": [{"run_hash": t.run_hash, "config_hash": t.config_hash, "name": t.name, "seed": t.seed,
-                             "levels": t.levels} for t in trials] if grid else old.get("trials", [])}
-        from trainables.checkpoint import atomic_write_text
-
-        atomic_write_text(paths.spec, spec.to_yaml())
-        save_state(paths, state)
-        stale = {t.run_hash for t in plan.finished + plan.failed if _needs_sync(runs.get(t.run_hash))}
-        if stale:  # e.g. killed between final.json and closing its MLflow run
-            sync_trials(paths, state, only=stale, launched={t.run_hash: t.config for t in trials}, out=out)
-        if grid:
-            print(f"[mixsweep] sweep {spec.name}: {len(trials)} trials ({spec.num_arms()} arms x "
-                  f"{len(spec.seeds)} seeds) - {len(plan.finished)} finished, {len(plan.failed)} failed earlier"
-                  f"{' (use --retry-failed to run them again)' if plan.failed else ''}, {len(plan.stopped)} "
-                  f"stopped by ASHA; launching {len(plan.todo)}", file=out)
-            if not plan.todo:
-                client.set_terminated(sweep_run, "FINISHED")
-                print("[mixsweep] nothing to run", file=out)
-                return 1 if plan.failed else 0
-            name, history = f"launch-{launches + 1:03d}", None
-        else:  # a fresh experiment too, its study rebuilt from the storage (see orchestrator.search)
-            from .search import search_history
-
-            history = search_history(spec, paths, stopped)
-            stale = {h for h in history.values if history.states[h] != "stopped" and _needs_sync(runs.get(h))}
-            if stale:
-                sync_trials(paths, state, only=stale, out=out)
-            print(f"[mixsweep] sweep {spec.name}: {spec.search.algorithm} search, {spec.search.num_trials} trials - "
-                  f"{history.count('finished')} finished, {history.count('failed')} failed, "
-                  f"{history.count('stopped')} stopped by ASHA, {len(history.unfinished)} to continue; launching "
-                  f"{history.num_samples}", file=out)
-            if not history.num_samples:
-                client.set_terminated(sweep_run, "FINISHED")
-                print("[mixsweep] nothing to run", file=out)
-                return 1 if history.count("failed") else 0
-            name = f"search-{launches + 1:03d}"
-        try:
-            check_data([t.config for t in plan.todo] or [spec.base_config(resolved=True)], address, out)
-        except UserError:
-            client.set_terminated(sweep_run, "FAILED")
-            raise
-        state["launches"] = launches + 1
-        save_state(paths, state)
-        from .progress import Progress
-
-        meta = trial_meta(spec, paths, tracking_uri, exp_id, sweep_run, tracking.git_commit())
-        progress = Progress(metric=spec.metric, names={t.run_hash: t.name for t in plan.todo}, out=out,
-                            on_start=lambda: record_driver(paths, address))
-        configs = {t.run_hash: t.config for t in plan.todo}
-        with StopSignals(out) as signals:
-            try:
-                completed = run_plan(LaunchPlan(spec, paths, plan.todo, meta, address, name, history), progress,
-                                     signals)
-            except BaseException as exc:
-                signals.hold()
-                if not disk_full(exc):
-                    _settle_safely(spec, paths, client, exp_id, sweep_run, progress, False, configs, out=out)
-                else:  # no run left RUNNING, where the disk allows; the one message is the UserError that follows
-                    _settle_quietly(spec, paths, client, exp_id, sweep_run, progress, configs)
-                raise
-            if progress.fatal:  # a trial hit a full disk: Tune stopped every trial
-                _settle_quietly(spec, paths, client, exp_id, sweep_run, progress, configs)
-                raise UserError(_no_space(spec, paths, progress.fatal))
-            return _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, configs, out=out)
-
-
-def _settle_quietly(spec, paths, client, exp_id, sweep_run, progress, configs) -> None:
-    """Settle a stopped launch as far as a full disk allows, printing nothing (MLflow's logger included)."""
-    import logging
-
-    logger = logging.getLogger("mlflow")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            _settle(spec, paths, client, exp_id, sweep_run, progress, False, configs, io.StringIO())
-    except Exception:  # noqa: BLE001, S110 - best effort: resume settles the rest once there is room
-        pass
-    finally:
-        logger.setLevel(level)
-
-
-def _previous_state(paths: SweepPaths, out: TextIO) -> dict[str, Any]:
-    """sweep.json of an earlier run, {} when there is none; a damaged one is rebuilt by this run."""
+def _previous_state(paths: SweepPaths, out: TextIO) -> SweepState | None:
+    """sweep.json of an earlier run, None when there is none; a damaged one is rebuilt by this run."""
     if not paths.state.exists():
-        return {}
+        return None
     try:
-        return load_state(paths)
+        return SweepState.load(paths)
     except DamagedState as exc:
         print(f"[mixsweep] warning: {str(exc).split('. ')[0]}; rebuilding it from the spec and the trials' folders",
               file=out)
-        return {}
+        return None
 
 
-def _settle_safely(spec, paths, client, exp_id, sweep_run, progress, completed, configs, *, out,
-                   attempts: int = 3) -> int:
-    """`_settle`, surviving a tracking store that fails for a moment or went away during the sweep."""
-    for attempt in range(1, attempts + 1):
+class SweepSession:
+    """One `mixsweep run` / `resume` of a sweep: `execute()` = prepare → plan → run → settle.
+
+    - `check`: fail fast (address, metric, tracking URI, storage), before anything is written;
+    - `prepare`: under the sweep's lock, clean up after a dead driver, read the previous sweep.json,
+      open MLflow (experiment, sweep run), write spec.yaml and sweep.json;
+    - `plan`: which trials have ended (workdirs and MLflow) and which get launched; close the MLflow
+      runs of ended trials that were left open; check the launch's data files (`LaunchPlan`, or None);
+    - `run`: one Tune experiment under `StopSignals` (Ctrl+C / SIGTERM stop it gracefully);
+    - `settle`: every trial's MLflow run from its results, ASHA stops, the summary and the exit code.
+
+    Args:
+        spec, paths: the sweep and where it lives.
+        tracking_uri: the MLflow store; address: the Ray cluster (None: a local instance).
+        retry_failed: run trials that failed for good again, from scratch.
+        out: where progress goes (stderr).
+    """
+
+    def __init__(self, spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: str | None,
+                 retry_failed: bool = False, out: TextIO | None = None) -> None:
+        self.spec, self.paths, self.tracking_uri, self.address = spec, paths, tracking_uri, address
+        self.retry_failed, self.out = retry_failed, out or sys.stderr
+        self.grid = is_grid(spec)
+        self.hint = RESUME_HINT.format(name=spec.name, storage=paths.storage)
+        self.client = None  #: the MLflow client (prepare)
+        self.state: SweepState | None = None  #: sweep.json as this session keeps it (prepare, plan, settle)
+        self.trials: list[Trial] = []  #: every trial of a grid (prepare)
+        self.runs: dict[str, Any] = {}  #: run_hash -> the trial's MLflow run before this launch (prepare)
+        self.failed_before = 0  #: trials that failed for good earlier and are not retried (plan)
+        self.launched: dict[str, dict[str, Any]] = {}  #: run_hash -> config of the grid trials launched (plan)
+
+    def execute(self) -> int:
+        """Run what is left of the sweep; the exit code (0 done, 1 failures, 130 stopped).
+
+        A full disk (the storage, the tracking store, a trial's folder) stops the sweep with one UserError
+        naming the place; the trials keep their last checkpoint, and `resume` continues once there is room.
+        """
         try:
-            return _settle(spec, paths, client, exp_id, sweep_run, progress, completed, configs, out)
-        except Exception as exc:  # noqa: BLE001 - MLflow failing here costs nothing: results are in the storage
-            error = f"{type(exc).__name__}: {str(exc)[:300]}"
-            if disk_full(exc):  # no retry helps; the caller says where
+            self.check()
+            with sweep_lock(self.paths, "run"):
+                self.prepare()
+                plan = self.plan()
+                if plan is None:
+                    return self.nothing_to_run()
+                with StopSignals(self.out) as signals:  # held from the end of the run: settling is not cut short
+                    progress, completed = self.run(plan, signals)
+                    return self.settle(progress, completed)
+        except Exception as exc:
+            if not disk_full(exc):
                 raise
-            if attempt < attempts:  # _settle is idempotent: a busy sqlite file or a restarting server may recover
-                print(f"[mixsweep] updating MLflow failed ({error}); trying again ({attempt}/{attempts - 1})",
-                      file=out)
-                time.sleep(2.0 * attempt)
-    print(f"[mixsweep] MLflow could not be updated ({error}); the trials' results are safe in {paths.root}. "
-          f"Once MLflow works again: mixsweep sync {spec.name} --storage {paths.storage}", file=out)
-    if not completed:
-        print(f"[mixsweep] stopped; to continue: {RESUME_HINT.format(name=spec.name, storage=paths.storage)}",
-              file=out)
-    return 130 if not completed else 1
+            where = exc.filename if isinstance(exc, OSError) and exc.filename else self.paths.storage
+            raise UserError(self._no_space(f"no space left on {where}")) from None
+
+    def _no_space(self, what: str) -> str:
+        return (f"{what}; the sweep stopped and its trials keep their last checkpoint. Free some space, then: "
+                f"{self.hint}")
+
+    def _say(self, text: str) -> None:
+        print(f"[mixsweep] {text}", file=self.out)
+
+    # -- check ------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse what cannot work before anything is written (UserError)."""
+        spec = self.spec
+        check_address(self.address)
+        if not self.grid or spec.scheduler == "asha":
+            per_epoch_metric(spec.metric)
+        tracking.check_tracking_uri(self.tracking_uri, require_folder=False)
+        if self.address and self.tracking_uri.startswith("sqlite:"):
+            self._say("warning: a sqlite tracking store is not safe across machines (and never on NFS); for a "
+                      "multi-node cluster pass --tracking-uri http://... of an MLflow server")
+        try:
+            self.paths.storage.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--storage {self.paths.storage} cannot be created: {exc.strerror}") from None
+
+    # -- prepare ----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Clean up after a dead driver, read the previous sweep.json, open MLflow, write spec.yaml and sweep.json."""
+        spec, paths = self.spec, self.paths
+        _cleanup_leftovers(paths, self.out)
+        old = _previous_state(paths, self.out)  # before MLflow: a sweep.json of a newer version stops here, untouched
+        self.client, exp_id, sweep_run = _tracking(spec, paths, self.tracking_uri)
+        self.trials = expand(spec) if self.grid else []
+        self.runs = {r.data.tags.get(tracking.TAG_RUN_HASH): r
+                     for r in tracking.trial_runs(self.client, exp_id, spec.name)}
+        launches = max([old.launches if old else 0] + [int(p.name[7:]) for p in paths.ray.glob("launch-[0-9]*")
+                                                       if p.name[7:].isdigit()])
+        entries = tuple(TrialEntry(t.run_hash, t.name, t.config_hash, t.seed, t.levels) for t in self.trials)
+        stopped = old.stopped if old and spec.scheduler == "asha" else ()
+        self.state = SweepState(name=spec.name, source=spec.source, spec_hash=spec_hash(spec),
+                                tracking_uri=self.tracking_uri, experiment_id=exp_id, sweep_run_id=sweep_run,
+                                metric=spec.metric, mode=spec.mode, address=self.address or "", launches=launches,
+                                stopped=tuple(sorted(stopped)),
+                                trials=entries if self.grid else old.trials if old else ())
+        atomic_write_text(paths.spec, spec.to_yaml())
+        self.state.save(paths)
+
+    # -- plan -------------------------------------------------------------------------------
+    def plan(self) -> LaunchPlan | None:
+        """What this launch runs, or None when nothing is left; the trials' data files are checked here."""
+        spec, state = self.spec, self.state
+        if self.grid:
+            todo, history, count, kind = self._plan_grid(), None, None, "launch"
+            count = len(todo)
+        else:  # a fresh experiment too, its study rebuilt from the storage (see orchestrator.search)
+            todo, history, kind = [], self._plan_search(), "search"
+            count = history.num_samples
+        if not count:
+            return None
+        try:
+            check_data([t.config for t in todo] or [spec.base_config(resolved=True)], self.address, self.out)
+        except UserError:
+            self.client.set_terminated(state.sweep_run_id, "FAILED")
+            raise
+        name = f"{kind}-{state.launches + 1:03d}"
+        self.state = replace(state, launches=state.launches + 1)
+        self.state.save(self.paths)
+        self.launched = {t.run_hash: t.config for t in todo}
+        meta = trial_meta(spec, self.paths, self.tracking_uri, state.experiment_id, state.sweep_run_id,
+                          tracking.git_commit())
+        return LaunchPlan(spec, self.paths, todo, meta, self.address, name, history)
+
+    def _plan_grid(self) -> list[Trial]:
+        """The grid trials to launch (failed ones to retry first); closes the runs of ended trials left open."""
+        spec, paths = self.spec, self.paths
+        plan = classify(self.trials, paths, tracking.finished_hashes(self.runs.values()), set(self.state.stopped),
+                        self.retry_failed)
+        _retire(paths, self.client, self.runs, plan.retry, self.out)
+        stale = {t.run_hash for t in plan.finished + plan.failed if _needs_sync(self.runs.get(t.run_hash))}
+        if stale:  # e.g. killed between final.json and closing its MLflow run
+            sync_trials(paths, self.state, only=stale, launched={t.run_hash: t.config for t in self.trials},
+                        out=self.out)
+        self.failed_before = len(plan.failed)
+        self._say(f"sweep {spec.name}: {len(self.trials)} trials ({spec.num_arms()} arms x {len(spec.seeds)} seeds) - "
+                  f"{len(plan.finished)} finished, {len(plan.failed)} failed earlier"
+                  f"{' (use --retry-failed to run them again)' if plan.failed else ''}, {len(plan.stopped)} "
+                  f"stopped by ASHA; launching {len(plan.todo)}")
+        return plan.todo
+
+    def _plan_search(self) -> SearchHistory:
+        """The search's trials so far and how many this launch samples; closes the runs of ended trials left open."""
+        spec = self.spec
+        history = search_history(spec, self.paths, set(self.state.stopped))
+        stale = {h for h in history.values if history.states[h] != "stopped" and _needs_sync(self.runs.get(h))}
+        if stale:
+            sync_trials(self.paths, self.state, only=stale, out=self.out)
+        self.failed_before = history.count("failed")
+        self._say(f"sweep {spec.name}: {spec.search.algorithm} search, {spec.search.num_trials} trials - "
+                  f"{history.count('finished')} finished, {history.count('failed')} failed, "
+                  f"{history.count('stopped')} stopped by ASHA, {len(history.unfinished)} to continue; launching "
+                  f"{history.num_samples}")
+        return history
+
+    def nothing_to_run(self) -> int:
+        """Every trial has ended: close the sweep run; 1 when some failed."""
+        self.client.set_terminated(self.state.sweep_run_id, "FINISHED")
+        self._say("nothing to run")
+        return 1 if self.failed_before else 0
+
+    # -- run --------------------------------------------------------------------------------
+    def run(self, plan: LaunchPlan, signals: StopSignals) -> tuple[Progress, bool]:
+        """Run the launch on Ray Tune; (progress, True when every trial ended / False when it was stopped).
+
+        Interrupted (a second Ctrl+C, an error): the books are settled as far as possible, then it raises.
+        A trial on a full disk stops the whole launch: settled quietly, then one UserError.
+        """
+        from .progress import Progress  # imports Ray Tune: only a session that runs pays for it (not --dry-run)
+
+        progress = Progress(metric=self.spec.metric, names={t.run_hash: t.name for t in plan.trials}, out=self.out,
+                            on_start=lambda: record_driver(self.paths, self.address))
+        try:
+            completed = run_plan(plan, progress, signals)
+        except BaseException as exc:
+            signals.hold()
+            if not disk_full(exc):
+                self.settle(progress, completed=False)
+            else:  # no run left RUNNING, where the disk allows; the one message is the UserError that follows
+                self._settle_quietly(progress)
+            raise
+        if progress.fatal:  # a trial hit a full disk: Tune stopped every trial
+            self._settle_quietly(progress)
+            raise UserError(self._no_space(progress.fatal))
+        return progress, completed
+
+    # -- settle -----------------------------------------------------------------------------
+    def settle(self, progress: Progress, completed: bool, *, attempts: int = 3) -> int:
+        """Settle the books after a launch (`_settle_once`), surviving a tracking store that fails for a moment
+        or went away during the sweep; the exit code."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._settle_once(progress, completed, self.out)
+            except Exception as exc:  # noqa: BLE001 - MLflow failing here costs nothing: results are in the storage
+                error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                if disk_full(exc):  # no retry helps; the caller says where
+                    raise
+                if attempt < attempts:  # idempotent: a busy sqlite file or a restarting server may recover
+                    self._say(f"updating MLflow failed ({error}); trying again ({attempt}/{attempts - 1})")
+                    time.sleep(2.0 * attempt)
+        self._say(f"MLflow could not be updated ({error}); the trials' results are safe in {self.paths.root}. "
+                  f"Once MLflow works again: mixsweep sync {self.spec.name} --storage {self.paths.storage}")
+        if not completed:
+            self._say(f"stopped; to continue: {self.hint}")
+        return 130 if not completed else 1
+
+    def _settle_quietly(self, progress: Progress) -> None:
+        """Settle a stopped launch as far as a full disk allows, printing nothing (MLflow's logger included)."""
+        logger = logging.getLogger("mlflow")
+        level = logger.level
+        logger.setLevel(logging.CRITICAL)
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                self._settle_once(progress, False, io.StringIO())
+        except Exception:  # noqa: BLE001, S110 - best effort: resume settles the rest once there is room
+            pass
+        finally:
+            logger.setLevel(level)
+
+    def _settle_once(self, progress: Progress, completed: bool, out: TextIO) -> int:
+        """Every trial's MLflow run from its results, ASHA stops recorded, sweep.json saved, the summary printed."""
+        spec, paths, client, state = self.spec, self.paths, self.client, self.state
+        early: dict[str, int] = {}
+        runs = {r.data.tags.get(tracking.TAG_RUN_HASH): r
+                for r in tracking.trial_runs(client, state.experiment_id, spec.name)}
+        if completed and spec.scheduler == "asha":  # Tune ended a trial before its last epoch: ASHA stopped it
+            early = {r.run_hash: r.epoch for r in progress.rows.values() if r.status == "STOPPED"}
+            for run in runs.values():
+                epoch = early.get(run.data.tags.get(tracking.TAG_RUN_HASH))
+                if epoch is not None:
+                    client.set_tag(run.info.run_id, tracking.TAG_ERROR, f"stopped early by ASHA after epoch {epoch}")
+                    client.set_terminated(run.info.run_id, "KILLED")
+            state = replace(state, stopped=tuple(sorted({*state.stopped, *early})))
+        unfinished = (("FAILED", "the trial's process ended without finishing (see the Ray log)") if completed
+                      else ("KILLED", f"sweep stopped; resume with: {self.hint}"))
+        launched = {r.run_hash for r in progress.rows.values() if r.run_hash} or set(collect(paths))
+        stale = {h for h in launched - set(early) if _needs_sync(runs.get(h))}  # runs the trials did not close
+        sync_trials(paths, state, only=stale, unfinished=unfinished, launched=self.launched, out=out)
+        tracking.mark_unfinished(client, tracking.trial_runs(client, state.experiment_id, spec.name), *unfinished)
+        if not self.grid:  # a search's trials are known only once sampled
+            state = replace(state, trials=tuple(
+                TrialEntry(h, r.meta.run_name or f"trial-{h[:8]}", "", r.config.get("seed", 0),
+                           {k: r.config.get(k) for k in spec.search.space}) for h, r in sorted(collect(paths).items())))
+        state.save(paths)  # before anything is printed: a retry of this function prints it once
+        self.state = state
+        if not completed:
+            running = sum(r.status == "RUNNING" for r in progress.rows.values())
+            print(f"[mixsweep] stopped: {running} running trial(s) keep their last checkpoint and are marked KILLED "
+                  "in MLflow", file=out)
+        counts = count_states(paths, state.trials)
+        ended_early = set(state.stopped) & {t.run_hash for t in state.trials}
+        remaining = counts["partial"] + counts["new"] - len(ended_early)
+        if state.trials:
+            print(f"[mixsweep] sweep {spec.name}: {counts['finished']} finished, {counts['failed']} failed, "
+                  f"{len(ended_early)} stopped by ASHA, {remaining} not finished of {len(state.trials)}", file=out)
+        if not completed:
+            client.set_terminated(state.sweep_run_id, "KILLED")
+            print(f"[mixsweep] to continue: {self.hint}", file=out)
+            return 130
+        if remaining:
+            client.set_terminated(state.sweep_run_id, "FAILED")
+            print(f"[mixsweep] some trials did not finish; to run them again: {self.hint}", file=out)
+            return 1
+        client.set_terminated(state.sweep_run_id, "FINISHED")
+        print(f"[mixsweep] next: mixsweep report {spec.name} --storage {paths.storage}", file=out)
+        return 1 if counts["failed"] else 0
 
 
-def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: str, progress, completed: bool,
-            configs: dict[str, dict[str, Any]], out: TextIO) -> int:
-    """After a launch: settle every trial's MLflow run from its results, record ASHA stops, summarise."""
-    state = load_state(paths)
-    hint = RESUME_HINT.format(name=spec.name, storage=paths.storage)
-    early: dict[str, int] = {}
-    runs = {r.data.tags.get(tracking.TAG_RUN_HASH): r for r in tracking.trial_runs(client, exp_id, spec.name)}
-    if completed and spec.scheduler == "asha":  # Tune ended a trial before its last epoch: ASHA stopped it
-        early = {r.run_hash: r.epoch for r in progress.rows.values() if r.status == "STOPPED"}
-        for run in runs.values():
-            epoch = early.get(run.data.tags.get(tracking.TAG_RUN_HASH))
-            if epoch is not None:
-                client.set_tag(run.info.run_id, tracking.TAG_ERROR, f"stopped early by ASHA after epoch {epoch}")
-                client.set_terminated(run.info.run_id, "KILLED")
-        state["stopped"] = sorted({*state.get("stopped", []), *early})
-    unfinished = (("FAILED", "the trial's process ended without finishing (see the Ray log)") if completed
-                  else ("KILLED", f"sweep stopped; resume with: {hint}"))
-    launched = {r.run_hash for r in progress.rows.values() if r.run_hash} or set(collect(paths))
-    stale = {h for h in launched - set(early) if _needs_sync(runs.get(h))}  # runs the trials did not close
-    sync_trials(paths, state, only=stale, unfinished=unfinished, launched=configs, out=out)  # the trials' results
-    tracking.mark_unfinished(client, tracking.trial_runs(client, exp_id, spec.name), *unfinished)  # no results yet
-    if not is_grid(spec):  # a search's trials are known only once sampled
-        state["trials"] = [{"run_hash": h, "config_hash": "", "name": r.meta.get("run_name", f"trial-{h[:8]}"),
-                            "seed": r.config.get("seed", 0), "levels": {k: r.config.get(k) for k in spec.search.space}}
-                           for h, r in sorted(collect(paths).items())]
-    save_state(paths, state)  # before anything is printed: a retry of this function prints it once
-    if not completed:
-        running = sum(r.status == "RUNNING" for r in progress.rows.values())
-        print(f"[mixsweep] stopped: {running} running trial(s) keep their last checkpoint and are marked KILLED in "
-              "MLflow", file=out)
-    counts = count_states(paths, state["trials"])
-    ended_early = set(state["stopped"]) & {t["run_hash"] for t in state["trials"]}
-    remaining = counts["partial"] + counts["new"] - len(ended_early)
-    if state["trials"]:
-        print(f"[mixsweep] sweep {spec.name}: {counts['finished']} finished, {counts['failed']} failed, "
-              f"{len(ended_early)} stopped by ASHA, {remaining} not finished of {len(state['trials'])}", file=out)
-    if not completed:
-        client.set_terminated(sweep_run, "KILLED")
-        print(f"[mixsweep] to continue: {hint}", file=out)
-        return 130
-    if remaining:
-        client.set_terminated(sweep_run, "FAILED")
-        print(f"[mixsweep] some trials did not finish; to run them again: {hint}", file=out)
-        return 1
-    client.set_terminated(sweep_run, "FINISHED")
-    print(f"[mixsweep] next: mixsweep report {spec.name} --storage {paths.storage}", file=out)
-    return 1 if counts["failed"] else 0
+def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: str | None,
+                 retry_failed: bool = False, out: TextIO | None = None) -> int:
+    """Run what is left of `spec` in `paths` (a `SweepSession`); the exit code (0 done, 1 failures, 130 stopped)."""
+    return SweepSession(spec, paths, tracking_uri=tracking_uri, address=address, retry_failed=retry_failed,
+                        out=out).execute()
 
 
 def run_sweep(ref: str, *, storage: Path, tracking_uri: str | None, address: str | None, overrides: dict[str, Any],
               dry_run: bool = False, retry_failed: bool = False, out: TextIO | None = None) -> int:
-    from .status import print_plan
-
+    """`mixsweep run SPEC`: launch what is left of the spec (`--dry-run`: list its trials, run nothing)."""
     spec = load_spec(ref, overrides=overrides)
     paths = sweep_paths(storage, spec.name)
     check_address(address)
@@ -405,12 +482,13 @@ def run_sweep(ref: str, *, storage: Path, tracking_uri: str | None, address: str
 
 def resume_sweep(name: str, *, storage: Path, address: str | None, retry_failed: bool = False,
                  out: TextIO | None = None) -> int:
+    """`mixsweep resume NAME`: launch what is left of a sweep with the spec and tracking store it ran with."""
     out = out or sys.stderr
     paths = sweep_paths(storage, name)
-    state = load_state(paths)
+    state = SweepState.load(paths)
     spec = load_spec(paths.spec)
-    counts = count_states(paths, state.get("trials", []))
+    counts = count_states(paths, state.trials)
     print(f"[mixsweep] resuming {name}: {counts['finished']} finished, {counts['failed']} failed, {counts['partial']} "
           f"with checkpoints (continue from their last epoch), {counts['new']} not started", file=out)
-    return launch_sweep(spec, paths, tracking_uri=state["tracking_uri"],
-                        address=address or state.get("address") or None, retry_failed=retry_failed, out=out)
+    return launch_sweep(spec, paths, tracking_uri=state.tracking_uri, address=address or state.address or None,
+                        retry_failed=retry_failed, out=out)

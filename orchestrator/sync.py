@@ -16,12 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from trainables.checkpoint import CONFIG_FILE, FAILED_MARKER, read_metrics
+from trainables.meta import TrialMeta
+from trainables.trialdir import TrialDir, TrialState
 
 from . import tracking
 from .errors import UserError
 from .launch import check_no_live_driver
-from .storage import SweepPaths, load_state, sweep_lock, sweep_paths
+from .storage import SweepPaths, SweepState, sweep_lock, sweep_paths
+
+#: the states of a trial that has ended for good
+ENDED = (TrialState.FINISHED, TrialState.FAILED)
 
 
 @dataclass
@@ -30,7 +34,7 @@ class TrialRecord:
 
     run_hash: str
     config: dict[str, Any] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: TrialMeta = field(default_factory=TrialMeta)  #: as the first Ray result carried it
     epochs: dict[int, dict[str, Any]] = field(default_factory=dict)
     final: dict[str, float] | None = None
     error: str | None = None
@@ -54,12 +58,13 @@ def collect(paths: SweepPaths) -> dict[str, TrialRecord]:
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
             trial = (result.get("config") or {}).get("trial") or {}
-            run_hash = result.get("run_hash") or (trial.get("meta") or {}).get("run_hash")
+            meta = TrialMeta.from_dict(trial.get("meta"))
+            run_hash = result.get("run_hash") or meta.run_hash
             if not run_hash:
                 continue
             rec = _record(records, run_hash)
             rec.config = rec.config or dict(trial.get("config") or {})
-            rec.meta = rec.meta or dict(trial.get("meta") or {})
+            rec.meta = rec.meta if rec.meta != TrialMeta() else meta
             if result.get("failed") or result.get("diverged"):  # `diverged`: results of older versions
                 rec.error = str(result.get("error", "failed"))
             elif "epoch" in result and "test/top1_err" in result:
@@ -68,18 +73,18 @@ def collect(paths: SweepPaths) -> dict[str, TrialRecord]:
                 if "final/top1_err" in result:
                     rec.final = {k: v for k, v in result.items()
                                  if k.startswith(("final/", "best/", "robust/", "cost/"))}
-    for workdir in sorted(paths.trials.glob("*")):  # workdirs on this machine complete the picture
-        rec = _record(records, workdir.name)
-        if (workdir / CONFIG_FILE).exists() and not rec.config:
-            rec.config_file = workdir / CONFIG_FILE
-        for m in read_metrics(workdir):
+    for trial_dir in paths.trial_dirs():  # workdirs on this machine complete the picture
+        rec = _record(records, trial_dir.name)
+        if trial_dir.config.exists() and not rec.config:
+            rec.config_file = trial_dir.config
+        for m in trial_dir.read_metrics():
             rec.epochs.setdefault(int(m["epoch"]), m)
-        final = _read_json(workdir / "final.json")
+        final = _read_json(trial_dir.final)
         if final:
             rec.final = final
-        if (workdir / FAILED_MARKER).exists():
-            rec.error = str((_read_json(workdir / FAILED_MARKER) or {}).get("error", f"failed ({FAILED_MARKER} is "
-                                                                                     "damaged)"))
+        if trial_dir.failed.exists():
+            rec.error = str((_read_json(trial_dir.failed) or {}).get("error", f"failed ({TrialDir.FAILED} is "
+                                                                              "damaged)"))
     return {h: r for h, r in records.items() if (r.config or r.config_file) and (r.epochs or r.error)}
 
 
@@ -118,7 +123,7 @@ def trial_config(rec: TrialRecord, launched: Mapping[str, Mapping[str, Any]]):
     raise ConfigError("; ".join(errors) or "no config recorded")
 
 
-def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | None = None,
+def sync_trials(paths: SweepPaths, state: SweepState, *, only: set[str] | None = None,
                 skip: set[str] = frozenset(), unfinished: tuple[str, str] | None = None,
                 launched: Mapping[str, Mapping[str, Any]] | None = None, out: TextIO | None = None) -> SyncResult:
     """Replay the trials' results into MLflow.
@@ -138,8 +143,8 @@ def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | No
     from trainables.tracking import TrialTracker
 
     out = out or sys.stderr
-    uri = state["tracking_uri"]
-    names = {t["run_hash"]: t["name"] for t in state.get("trials", [])}
+    uri = state.tracking_uri
+    names = state.names
     records = {h: r for h, r in collect(paths).items() if (only is None or h in only) and h not in skip}
     result = SyncResult()
     for run_hash, rec in sorted(records.items()):
@@ -148,14 +153,14 @@ def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | No
         except ConfigError as exc:
             result.unreadable[run_hash] = str(exc)
             print(f"[mixsweep] trial {run_hash}: skipped, its config cannot be read ({exc}). Its results stay in "
-                  f"{paths.workdir(run_hash)}; to run it again from scratch, delete that folder and resume",
+                  f"{paths.trial(run_hash).folder}; to run it again from scratch, delete that folder and resume",
                   file=out)
             continue
         config_hash, _ = trial_hashes(cfg)
-        meta = {"sweep": state["name"], "run_hash": run_hash, "config_hash": config_hash, "tracking_uri": uri,
-                "experiment_id": state["experiment_id"], "sweep_run_id": state["sweep_run_id"],
-                "run_name": names.get(run_hash, rec.meta.get("run_name", f"trial-{run_hash[:8]}")),
-                "git_commit": rec.meta.get("git_commit", "")}
+        meta = TrialMeta(sweep=state.name, run_hash=run_hash, config_hash=config_hash, tracking_uri=uri,
+                         experiment_id=state.experiment_id, sweep_run_id=state.sweep_run_id,
+                         run_name=names.get(run_hash, rec.meta.run_name or f"trial-{run_hash[:8]}"),
+                         git_commit=rec.meta.git_commit)
         tracker = TrialTracker(meta, cfg.flat())
         before = tracker.last_step
         for epoch in sorted(rec.epochs):
@@ -165,7 +170,7 @@ def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | No
         if rec.final and tracker.active and "final/top1_err" not in tracker.client.get_run(tracker.run_id).data.metrics:
             tracker.log_final(max(rec.epochs), rec.final)
         if rec.final:
-            tracker.log_artifacts(paths.workdir(run_hash) / "preview.png", paths.workdir(run_hash) / "config.yaml")
+            tracker.log_artifacts(*paths.trial(run_hash).artifacts)
             tracker.finish("FINISHED")
         elif rec.error:
             tracker.finish("FAILED", rec.error)
@@ -178,6 +183,8 @@ def sync_trials(paths: SweepPaths, state: dict[str, Any], *, only: set[str] | No
 
 @dataclass
 class SyncResult:
+    """What `sync_trials` did."""
+
     synced: int = 0  #: trials replayed into MLflow
     epochs: int = 0  #: epochs back-filled
     unreadable: dict[str, str] = field(default_factory=dict)  #: run_hash -> why its config cannot be read
@@ -186,20 +193,17 @@ class SyncResult:
 def sync_sweep(name: str, *, storage: Path, out: TextIO | None = None) -> int:
     out = out or sys.stderr
     paths = sweep_paths(storage, name)
-    state = load_state(paths)
-    uri = state["tracking_uri"]
+    state = SweepState.load(paths)
+    uri = state.tracking_uri
     tracking.check_tracking_uri(uri)
     check_no_live_driver(paths)  # a running driver keeps its own books (and holds the sweep's lock)
     hint = f"not finished; continue with: mixsweep resume {name} --storage {storage}"
-    stopped = set(state.get("stopped", []))
+    stopped = set(state.stopped)
     with sweep_lock(paths, "sync"):
         result = sync_trials(paths, state, skip=stopped, unfinished=("KILLED", hint), launched=launched_configs(paths),
                              out=out)
-        from .launch import trial_state
-
-        ended = all(t["run_hash"] in stopped or trial_state(paths.workdir(t["run_hash"])) in ("finished", "failed")
-                    for t in state["trials"])
-        tracking.client(uri).set_terminated(state["sweep_run_id"], "FINISHED" if ended else "KILLED")
+        ended = all(t.run_hash in stopped or paths.trial(t.run_hash).state() in ENDED for t in state.trials)
+        tracking.client(uri).set_terminated(state.sweep_run_id, "FINISHED" if ended else "KILLED")
     print(f"[mixsweep] synced {result.synced} trial(s) of {name} into {uri}: {result.epochs} epoch(s) back-filled"
           + (f"; {len(result.unreadable)} skipped (see above)" if result.unreadable else ""), file=out)
     return 1 if result.unreadable else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -128,6 +129,13 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("status-missing-storage", ["status", "x", "--storage", str(tmp / "absent")], r"does not exist"),
         ("status-corrupt-state", ["status", "corrupt", "--storage", str(tmp)],
          r"sweep.json cannot be read .*`mixsweep run` rebuilds it: mixsweep run \S*spec.yaml"),
+        ("status-newer-state", ["status", "newer", "--storage", str(tmp)],
+         r"newer/sweep.json was written by a newer mixsweep \(sweep state format 99; this one reads format 1\): "
+         r"upgrade mixsweep to continue sweep 'newer'"),
+        ("resume-newer-state", ["resume", "newer", "--storage", str(tmp)], r"written by a newer mixsweep"),
+        ("status-older-state", ["status", "older", "--storage", str(tmp)],
+         r"older/sweep.json cannot be read \(sweep state format 0 of an older mixsweep; this one reads format 1\)\. "
+         r"`mixsweep run` rebuilds it: mixsweep run \S*older/spec.yaml"),
         ("report-storage-is-file", ["report", "x", "--storage", str(a_file)], r"is a file"),
         ("validate-missing", ["validate", str(tmp / "missing.yaml")], r"missing.yaml"),
         ("preview-bad-preset", ["preview", "--presets", "cutmixx", "--out", str(tmp / "p.png")], r"did you mean"),
@@ -146,6 +154,11 @@ def _setup(tmp: Path) -> None:
     (tmp / "a_file").write_text("x")
     (tmp / "corrupt").mkdir()
     (tmp / "corrupt" / "sweep.json").write_text("{not json")
+    for name, version in (("newer", 99), ("older", 0)):
+        (tmp / name).mkdir()
+        (tmp / name / "sweep.json").write_text(json.dumps({
+            "format": version, "name": name, "tracking_uri": "sqlite:////nowhere/mlflow.db", "experiment_id": "1",
+            "sweep_run_id": "r", "trials": []}))
 
 
 @pytest.mark.parametrize("index", range(len(_cli_cases(Path("/x")))), ids=[c[0] for c in _cli_cases(Path("/x"))])

@@ -288,9 +288,9 @@ MIX_KEYS = {"mix/label_tv", "mix/empty_label_rate"}
 
 
 def _lines(workdir: Path) -> list[dict]:
-    from trainables.checkpoint import read_metrics
+    from trainables.trialdir import TrialDir
 
-    return read_metrics(workdir)
+    return TrialDir(workdir).read_metrics()
 
 
 def test_epochs_log_label_fidelity_on_a_dataset_with_masks(tmp_path):
@@ -320,9 +320,9 @@ def test_measuring_leaves_training_untouched(tmp_path, monkeypatch):
     """The probe (own generator, forked global RNG, gradient saliency with the model) changes no weight."""
     cfg = {**TINY, "mix.preset": "guided_ap", "model.dropout": 0.3}
     train(cfg, workdir=tmp_path / "with", verbose=False)
-    from trainables import train as train_module
+    from trainables import loop
 
-    monkeypatch.setattr(train_module._Trial, "measure_fidelity", lambda self: {})
+    monkeypatch.setattr(loop, "epoch_fidelity", lambda setup, state: {})
     train(cfg, workdir=tmp_path / "without", verbose=False)
     assert set(_lines(tmp_path / "with")[0]) >= MIX_KEYS and not MIX_KEYS & set(_lines(tmp_path / "without")[0])
     # epoch 2 trained after epoch 1's measurement

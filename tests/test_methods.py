@@ -143,15 +143,15 @@ def test_guided_sr_official_float_mixes_with_the_released_input(photos):
 
 def test_training_hands_the_dataset_statistics_to_the_mixer(tmp_path):
     from trainables.config import validate_config
+    from trainables.loop import build_trial
     from trainables.mixing.ops import CIFAR_MEAN, CIFAR_STD
-    from trainables.train import _Trial
 
     cfg = validate_config({"dataset": "synthetic_salient", "data.train_size": 16, "data.test_size": 4,
                            "model": "small_cnn", "batch_size": 8, "epochs": 1, "device": "cpu", "workers": 0,
                            "mix.preset": "saliencymix_official"})
-    trial = _Trial(cfg, tmp_path, None, False)
-    assert trial.mixer.normalization == (trial.data.mean, trial.data.std)
-    assert trial.mixer.normalization != (CIFAR_MEAN, CIFAR_STD)
+    setup, _ = build_trial(cfg)
+    assert setup.mixer.normalization == (setup.data.mean, setup.data.std)
+    assert setup.mixer.normalization != (CIFAR_MEAN, CIFAR_STD)
 
 
 def _graft_reference(maps: np.ndarray, grid: int, t: float, p: float, u: np.ndarray, rescale: bool = True):

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from orchestrator.launch import epochs_done
+from trainables.trialdir import TrialDir
 
 from .reliability_helpers import (
     ENV,
@@ -158,7 +158,7 @@ def test_lost_worker_node(tmp_path):
             for r in trial_runs(uri, "cluster") if (storage / "cluster" / "sweep.json").exists() else []:
                 if r.data.tags.get("mixsweep.node_id") == worker.node_id and r.info.status == "RUNNING":
                     wd = storage / "cluster" / "trials" / r.data.tags["mixsweep.run_hash"]
-                    if 1 <= epochs_done(wd) <= 3:  # mid-trial, with epochs left to lose
+                    if 1 <= TrialDir(wd).epochs_done() <= 3:  # mid-trial, with epochs left to lose
                         return r.data.tags["mixsweep.run_hash"]
             return None
 

@@ -71,13 +71,14 @@ def test_drivers_create_a_new_shared_store_together(tmp_path):
 
 def test_finished_run_loses_the_error_tag_of_an_earlier_stop(tmp_path):
     from orchestrator import tracking
+    from trainables.meta import TrialMeta
     from trainables.tracking import TAG_ERROR, TrialTracker
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = tracking.client(uri)
     exp = tracking.ensure_experiment(client, "mixsweep", tmp_path / "mlartifacts")
-    meta = {"sweep": "s", "run_hash": "abc123", "config_hash": "c1", "tracking_uri": uri, "experiment_id": exp,
-            "run_name": "t"}
+    meta = TrialMeta(sweep="s", run_hash="abc123", config_hash="c1", tracking_uri=uri, experiment_id=exp,
+                     run_name="t")
     first = TrialTracker(meta, {"epochs": 2})
     first.log_epoch(1, {"test/top1_err": 60.0})
     reason = "sweep stopped; resume with: mixsweep resume s"  # what the driver's settle does after a stop
@@ -102,7 +103,7 @@ def test_finished_run_loses_the_error_tag_of_an_earlier_stop(tmp_path):
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_atomic_writes_honour_the_umask(tmp_path, umask, mode):
-    from trainables.checkpoint import atomic_write_text
+    from trainables.files import atomic_write_text
 
     target = tmp_path / "sweep.json"
     old = os.umask(umask)  # pytest runs tests in one thread: nothing else creates files meanwhile

@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from trainables.checkpoint import list_checkpoints, read_metrics
 from trainables.config import ConfigError
 from trainables.train import TrainingDiverged, train
+from trainables.trialdir import TrialDir, list_checkpoints
 
 TINY = {
     "dataset": "synthetic_salient", "data.train_size": 192, "data.test_size": 96, "model": "small_cnn",
@@ -35,7 +35,7 @@ def test_train_writes_everything(tmp_path):
     final = train(TINY, workdir=tmp_path, on_epoch=lambda m, p, done: calls.append((m, p, done)), verbose=False)
     assert set(final) >= FINAL_KEYS and 0 <= final["final/top1_err"] <= 100
     assert final["best/top1_err"] <= final["final/top1_err"]
-    lines = read_metrics(tmp_path)
+    lines = TrialDir(tmp_path).read_metrics()
     assert [m["epoch"] for m in lines] == [1, 2] and all(set(m) >= EPOCH_KEYS for m in lines)
     assert json.loads((tmp_path / "final.json").read_text()) == final
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
@@ -52,10 +52,45 @@ def test_train_writes_everything(tmp_path):
     assert time.perf_counter() - t0 < 5
 
 
+def test_final_json_is_there_when_the_last_epoch_is_reported(tmp_path):
+    """The last report's checkpoint carries final.json to Ray: it is written before that report, not after."""
+    seen = []
+    train({**TINY, "eval.robust_size": 0}, workdir=tmp_path, verbose=False,
+          on_epoch=lambda m, p, done: seen.append((done, (tmp_path / "final.json").exists())))
+    assert seen == [(False, False), (True, True)]
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(metrics, path, finished):
+    raise _Stop
+
+
+def test_old_checkpoints_with_a_scaler_entry_resume_bit_identically(tmp_path):
+    """Earlier versions saved a (disabled) GradScaler's state in every checkpoint; they resume, ignoring it."""
+    cfg = {**TINY, "eval.robust_size": 0}
+    ref = train(cfg, workdir=tmp_path / "ref", verbose=False)
+    with pytest.raises(_Stop):  # stopped after its first epoch
+        train(cfg, workdir=tmp_path / "old", on_epoch=_stop, verbose=False)
+    path = tmp_path / "old" / "checkpoints" / "epoch_0001.pt"
+    ckpt = torch.load(path, weights_only=True)
+    assert "scaler" not in ckpt
+    torch.save({**ckpt, "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict()}, path)
+    again = train(cfg, workdir=tmp_path / "old", verbose=False)
+    a, b = (torch.load(tmp_path / d / "checkpoints" / "epoch_0002.pt", weights_only=True) for d in ("ref", "old"))
+    assert "scaler" not in b
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert {k: v for k, v in again.items() if k != "cost/device_s"} == \
+        {k: v for k, v in ref.items() if k != "cost/device_s"}
+
+
 def test_keeps_only_the_last_two_checkpoints(tmp_path):
     train({**TINY, "epochs": 4, "eval.robust_size": 0}, workdir=tmp_path, verbose=False)
     assert [e for e, _ in list_checkpoints(tmp_path / "checkpoints")] == [3, 4]
-    assert len(read_metrics(tmp_path)) == 4
+    assert len(TrialDir(tmp_path).read_metrics()) == 4
 
 
 def _cli(workdir: Path, *sets: str) -> subprocess.Popen:
@@ -88,7 +123,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path, kill_after):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     strip = lambda ms: [{k: v for k, v in m.items() if not k.startswith(("time/", "throughput/"))} for m in ms]  # noqa: E731
-    assert strip(read_metrics(ref_dir)) == strip(read_metrics(dir_))  # every epoch exactly once
+    assert strip(TrialDir(ref_dir).read_metrics()) == strip(TrialDir(dir_).read_metrics())  # every epoch exactly once
     fa, fb = (json.loads((d / "final.json").read_text()) for d in (ref_dir, dir_))
     drop_cost = lambda f: {k: v for k, v in f.items() if k != "cost/device_s"}  # noqa: E731
     assert drop_cost(fa) == drop_cost(fb)

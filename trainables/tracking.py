@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .meta import TrialMeta
+
 TAG_SWEEP, TAG_ROLE, TAG_RUN_HASH, TAG_CONFIG_HASH = "mixsweep.sweep", "mixsweep.role", "mixsweep.run_hash", \
     "mixsweep.config_hash"
 TAG_TRIAL_ID, TAG_COMMIT, TAG_NODE, TAG_NODES, TAG_ERROR = "ray.trial_id", "mixsweep.git_commit", \
@@ -89,21 +91,21 @@ def find_trial_run(client, experiment_id: str, sweep: str, run_hash: str):
     return runs[0] if runs else None
 
 
-def open_trial_run(client, meta: Mapping[str, Any], params: Mapping[str, Any], trial_id: str = "",
+def open_trial_run(client, meta: TrialMeta, params: Mapping[str, Any], trial_id: str = "",
                    node_id: str = "", device: str = "") -> tuple[str, int]:
     """Get-or-create the trial's run; returns (run_id, last epoch already logged)."""
     from mlflow.entities import Param, RunStatus, RunTag
 
-    run = find_trial_run(client, meta["experiment_id"], meta["sweep"], meta["run_hash"])
+    run = find_trial_run(client, meta.experiment_id, meta.sweep, meta.run_hash)
     if run is None:
         tags = {
-            TAG_SWEEP: meta["sweep"], TAG_ROLE: "trial", TAG_RUN_HASH: meta["run_hash"],
-            TAG_CONFIG_HASH: meta["config_hash"], TAG_COMMIT: meta.get("git_commit", ""),
-            "mlflow.runName": meta.get("run_name", meta["run_hash"]),
+            TAG_SWEEP: meta.sweep, TAG_ROLE: "trial", TAG_RUN_HASH: meta.run_hash,
+            TAG_CONFIG_HASH: meta.config_hash, TAG_COMMIT: meta.git_commit,
+            "mlflow.runName": meta.run_name or meta.run_hash,
         }
-        if meta.get("sweep_run_id"):
-            tags["mlflow.parentRunId"] = meta["sweep_run_id"]
-        run = client.create_run(meta["experiment_id"], tags=tags, run_name=tags["mlflow.runName"])
+        if meta.sweep_run_id:
+            tags["mlflow.parentRunId"] = meta.sweep_run_id
+        run = client.create_run(meta.experiment_id, tags=tags, run_name=tags["mlflow.runName"])
         run_id = run.info.run_id
         items = [Param(k, param_value(v)) for k, v in params.items()]
         for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
@@ -126,19 +128,19 @@ def open_trial_run(client, meta: Mapping[str, Any], params: Mapping[str, Any], t
 class TrialTracker:
     """Logs one trial to MLflow; every method is a no-op once tracking has failed."""
 
-    def __init__(self, meta: Mapping[str, Any], params: Mapping[str, Any], *, trial_id: str = "",
+    def __init__(self, meta: TrialMeta, params: Mapping[str, Any], *, trial_id: str = "",
                  node_id: str = "", device: str = "") -> None:
         self.meta, self.run_id, self.last_step, self.error = meta, None, 0, None
         self.exception: Exception | None = None  #: what switched tracking off
         self.client = None
-        if not meta.get("tracking_uri"):
+        if not meta.tracking_uri:
             return
         self._guard("open", self._open, params, trial_id, node_id, device)
 
     def _open(self, params, trial_id, node_id, device) -> None:
         # MLflow logs a store error with its traceback before raising it; `_guard` reports it in one line
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-        self.client = mlflow_client(self.meta["tracking_uri"])
+        self.client = mlflow_client(self.meta.tracking_uri)
         self.run_id, self.last_step = open_trial_run(self.client, self.meta, params, trial_id, node_id, device)
 
     @property
@@ -153,7 +155,7 @@ class TrialTracker:
         except Exception as exc:  # noqa: BLE001 - tracking must never fail a trial
             self.error, self.exception = f"{type(exc).__name__}: {exc}", exc
             first = " ".join(self.error.split())[:300]  # SQL errors carry every parameter of the statement
-            print(f"mixsweep: MLflow tracking off for run {self.meta.get('run_hash')} ({what} failed: "
+            print(f"mixsweep: MLflow tracking off for run {self.meta.run_hash} ({what} failed: "
                   f"{first}); metrics stay in the Ray results, `mixsweep sync` back-fills them",
                   file=sys.stderr, flush=True)
 

@@ -1,9 +1,9 @@
 """The Ray Tune trial: `run_trial(config)` wraps `train()`.
 
-`config` = {"config": <flat training config>, "meta": <sweep metadata>} (optionally wrapped as
-{"trial": {...}}, which is how the orchestrator grids over explicit trials), where meta holds the
-sweep name, run/config hashes, the trial's persistent `workdir`, the MLflow tracking URI,
-experiment id and sweep run id. Only `ray.tune.*` APIs are used inside the trial (Ray 2.60,
+`config` = {"config": <flat training config>, "meta": `TrialMeta.to_dict()`} (optionally wrapped as
+{"trial": {...}}, which is how the orchestrator grids over explicit trials); the meta
+(`trainables.meta`) holds the sweep name, run/config hashes, the trial's persistent `workdir`, the
+MLflow tracking URI, experiment id and sweep run id. Only `ray.tune.*` APIs are used inside the trial (Ray 2.60,
 Train V2: `tune.report`, `tune.get_checkpoint`, `tune.get_context`, `tune.Checkpoint`).
 
 Where a trial continues from, newest first: its persistent workdir (`<storage>/<sweep>/trials/
@@ -18,7 +18,6 @@ retry it. Anything else raises, and Ray retries it from its checkpoint.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,36 +25,31 @@ from typing import Any
 
 import torch
 
-from .checkpoint import (
-    FAILED_MARKER,
-    RESULT_FILES,
-    SAMPLED_CONFIG,
-    atomic_write_text,
-    disk_full,
-    list_checkpoints,
-    read_metrics,
-)
 from .config import ConfigError, trial_hashes, validate_config
+from .files import disk_full
+from .loop import pick_device
+from .meta import TrialMeta
 from .metrics import WORST
 from .tracking import TrialTracker
-from .train import SetupError, TrainingDiverged, pick_device, train
+from .train import SetupError, TrainingDiverged, train
+from .trialdir import TrialDir, list_checkpoints
 
 
-def _restore_from_ray(checkpoint, workdir: Path) -> None:
+def _restore_from_ray(checkpoint, trial_dir: TrialDir) -> None:
     """Copy Ray's checkpoint into the workdir unless the workdir already has a newer one."""
     with checkpoint.as_directory() as folder:
         folder = Path(folder)
         theirs = list_checkpoints(folder)
-        mine = list_checkpoints(workdir / "checkpoints")
+        mine = trial_dir.list_checkpoints()
         if theirs and (not mine or mine[-1][0] < theirs[-1][0]):
-            (workdir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(theirs[-1][1], workdir / "checkpoints" / theirs[-1][1].name)
-        for name in RESULT_FILES:
-            if (folder / name).exists() and not (workdir / name).exists():
-                shutil.copy2(folder / name, workdir / name)
+            trial_dir.checkpoints.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(theirs[-1][1], trial_dir.checkpoints / theirs[-1][1].name)
+        for name in TrialDir.RESULT_FILES:
+            if (folder / name).exists() and not (trial_dir.folder / name).exists():
+                shutil.copy2(folder / name, trial_dir.folder / name)
 
 
-def _report(metrics: dict[str, Any], checkpoint_file: Path | None, workdir: Path) -> None:
+def _report(metrics: dict[str, Any], checkpoint_file: Path | None, trial_dir: TrialDir | None) -> None:
     from ray import tune
 
     clean = {k: v for k, v in metrics.items() if isinstance(v, int | float | str | bool)}
@@ -64,28 +58,28 @@ def _report(metrics: dict[str, Any], checkpoint_file: Path | None, workdir: Path
         return
     with tempfile.TemporaryDirectory(prefix="mixsweep-ckpt-") as tmp:
         shutil.copy2(checkpoint_file, Path(tmp) / checkpoint_file.name)
-        for name in RESULT_FILES:
-            if (workdir / name).exists():
-                shutil.copy2(workdir / name, Path(tmp) / name)
+        for name in TrialDir.RESULT_FILES:
+            if trial_dir is not None and (trial_dir.folder / name).exists():
+                shutil.copy2(trial_dir.folder / name, Path(tmp) / name)
         tune.report(clean, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-def _backfill(tracker: TrialTracker, workdir: Path) -> None:
+def _backfill(tracker: TrialTracker, trial_dir: TrialDir) -> None:
     """Log epochs present in metrics.jsonl but missing from MLflow (e.g. killed between the two)."""
     if tracker.active:
-        for m in read_metrics(workdir):
+        for m in trial_dir.read_metrics():
             tracker.log_epoch(int(m["epoch"]), m)
 
 
-def _fail(workdir: Path | None, tracker: TrialTracker | None, error: str, epoch: int, node_id: str,
+def _fail(trial_dir: TrialDir | None, tracker: TrialTracker | None, error: str, epoch: int, node_id: str,
           run_hash: str) -> None:
     """End the trial as failed for good: failed.json, MLflow FAILED, one report with the reason (no retry)."""
-    if workdir is not None:
-        atomic_write_text(workdir / FAILED_MARKER, json.dumps({"error": error, "epoch": epoch}) + "\n")
+    if trial_dir is not None:
+        trial_dir.write_failed(error, epoch)
     if tracker is not None:
         tracker.finish("FAILED", error)
     _report({**WORST, "failed": 1, "error": error, "epoch": epoch, "node_id": node_id, "run_hash": run_hash},
-            None, workdir)
+            None, trial_dir)
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -97,7 +91,7 @@ def run_trial(config: dict[str, Any]) -> None:
 
     keep_freed_memory()  # this is a trial process of ours
     config = config.get("trial", config)  # the orchestrator grids over whole {"config", "meta"} dicts
-    meta = dict(config.get("meta") or {})
+    meta = TrialMeta.from_dict(config.get("meta"))  # built by the driver; never changed here
     ctx = tune.get_context()
     required = ctx.get_trial_resources().required_resources
     raw = dict(config["config"])
@@ -110,56 +104,55 @@ def run_trial(config: dict[str, Any]) -> None:
     try:
         cfg = validate_config(raw)
     except ConfigError as exc:  # the driver checked it; a worker with other registries may still refuse it
-        workdir = Path(meta["workdir"]) if meta.get("workdir") else None
-        return _fail(workdir, None, f"ConfigError: {exc}", 0, node_id, meta.get("run_hash", ""))
-    if "run_hash" not in meta:  # sampled by a search algorithm: identity known only now
-        meta["config_hash"], meta["run_hash"] = trial_hashes(cfg)
-        meta.setdefault("run_name", f"trial-{meta['run_hash'][:8]}")
-        if meta.get("trials_dir"):
-            meta["workdir"] = str(Path(meta["trials_dir"]) / meta["run_hash"])
+        return _fail(meta.trial_dir, None, f"ConfigError: {exc}", 0, node_id, meta.run_hash)
+    if not meta.run_hash:  # sampled by a search algorithm: identity known only now
+        config_hash, run_hash = trial_hashes(cfg)
+        meta = meta.identified(config_hash=config_hash, run_hash=run_hash,
+                               run_name=meta.run_name or f"trial-{run_hash[:8]}")
+        if meta.trials_dir:
             # the params as sampled, so that a later launch of the search can run this trial again
-            atomic_write_text(Path(meta["workdir"]) / SAMPLED_CONFIG, json.dumps(config["config"], sort_keys=True))
-    workdir = Path(meta["workdir"]) if meta.get("workdir") else Path.cwd() / "work"
-    workdir.mkdir(parents=True, exist_ok=True)
+            meta.trial_dir.write_sampled(config["config"])
+    trial_dir = meta.trial_dir or TrialDir(Path.cwd() / "work")
+    trial_dir.folder.mkdir(parents=True, exist_ok=True)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
-        _restore_from_ray(checkpoint, workdir)
+        _restore_from_ray(checkpoint, trial_dir)
 
     tracker = TrialTracker(meta, cfg.flat(), trial_id=trial_id, node_id=node_id, device=pick_device(cfg.device).type)
     logged_before = tracker.last_step
-    _backfill(tracker, workdir)
+    _backfill(tracker, trial_dir)
     reported = []
 
     def on_epoch(metrics: dict[str, float], path: Path, finished: bool) -> None:
         tracker.log_epoch(int(metrics["epoch"]), metrics)
         if finished:
-            tracker.log_artifacts(workdir / "preview.png", workdir / "config.yaml")
-        _report({**metrics, "node_id": node_id, "run_hash": meta["run_hash"]}, path, workdir)
+            tracker.log_artifacts(*trial_dir.artifacts)
+        _report({**metrics, "node_id": node_id, "run_hash": meta.run_hash}, path, trial_dir)
         reported.append(metrics["epoch"])
 
     try:
-        final = train(cfg, workdir=workdir, on_epoch=on_epoch, owned=bool(meta.get("workdir")))
+        final = train(cfg, workdir=trial_dir.folder, on_epoch=on_epoch, owned=meta.trial_dir is not None)
     except TrainingDiverged as exc:
-        return _fail(workdir, tracker, str(exc), exc.epoch, node_id, meta["run_hash"])
+        return _fail(trial_dir, tracker, str(exc), exc.epoch, node_id, meta.run_hash)
     except (SetupError, ConfigError) as exc:
-        return _fail(workdir, tracker, f"cannot start: {exc}", 0, node_id, meta["run_hash"])
+        return _fail(trial_dir, tracker, f"cannot start: {exc}", 0, node_id, meta.run_hash)
     except (KeyboardInterrupt, SystemExit):  # Tune stopped the trial (sweep stopped, ASHA, preemption)
         tracker.finish("KILLED", "stopped by Ray Tune; the trial keeps its last checkpoint")
         raise
     except Exception as exc:
         if disk_full(exc):  # a retry would fail the same way: the driver stops the sweep and says where
-            where = exc.filename if isinstance(exc, OSError) and exc.filename else workdir
-            _report({"fatal": f"no space left on {where}", "node_id": node_id, "run_hash": meta["run_hash"]}, None,
-                    workdir)
+            where = exc.filename if isinstance(exc, OSError) and exc.filename else trial_dir.folder
+            _report({"fatal": f"no space left on {where}", "node_id": node_id, "run_hash": meta.run_hash}, None,
+                    trial_dir)
             return
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
         raise
     if not reported:  # already finished: re-report the final result and its checkpoint
-        last = read_metrics(workdir)[-1]
+        last = trial_dir.read_metrics()[-1]
         if logged_before < last["epoch"]:  # MLflow has not seen the last epoch's final metrics yet
             tracker.log_final(int(last["epoch"]), final)
-        tracker.log_artifacts(workdir / "preview.png", workdir / "config.yaml")
-        ckpts = list_checkpoints(workdir / "checkpoints")
-        _report({**last, **final, "node_id": node_id, "run_hash": meta["run_hash"]}, ckpts[-1][1] if ckpts else None,
-                workdir)
+        tracker.log_artifacts(*trial_dir.artifacts)
+        ckpts = trial_dir.list_checkpoints()
+        _report({**last, **final, "node_id": node_id, "run_hash": meta.run_hash}, ckpts[-1][1] if ckpts else None,
+                trial_dir)
     tracker.finish("FINISHED")

@@ -55,6 +55,8 @@ _ALLOWED_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.mul
 
 
 class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches only: any global outside the allowed array types is refused (no code runs)."""
+
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
@@ -95,11 +97,11 @@ class _PresentMixin:
 
 
 class _PresentCIFAR10(_PresentMixin, CIFAR10):
-    pass
+    """torchvision's CIFAR-10 on files already present (see `_PresentMixin`)."""
 
 
 class _PresentCIFAR100(_PresentMixin, CIFAR100):
-    pass
+    """torchvision's CIFAR-100 on files already present (see `_PresentMixin`)."""
 
 
 def _layout(cls: type[CIFAR10]) -> str:

@@ -23,6 +23,8 @@ from trainables.models._base import MODELS, init_weights
 
 
 class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a shortcut (ResNet-18/34)."""
+
     expansion = 1
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
@@ -40,6 +42,8 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """1x1 -> 3x3 -> 1x1 convolutions with a shortcut, 4x wider out (ResNet-50 and deeper)."""
+
     expansion = 4
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:

@@ -22,6 +22,8 @@ from trainables.models._base import MODELS, init_weights
 
 
 class PreActBlock(nn.Module):
+    """BN -> ReLU -> conv, twice, with a shortcut (pre-activation ResNet)."""
+
     expansion = 1
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:

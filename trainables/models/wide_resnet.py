@@ -22,6 +22,8 @@ from trainables.models._base import MODELS, check_int, check_prob, init_weights
 
 
 class WideBlock(nn.Module):
+    """A pre-activation block of a Wide ResNet, with dropout between its two convolutions."""
+
     def __init__(self, in_planes: int, out_planes: int, stride: int, dropout: float) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
