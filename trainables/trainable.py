@@ -35,7 +35,7 @@ from .checkpoint import (
     list_checkpoints,
     read_metrics,
 )
-from .config import ConfigError, trial_hashes, validate_config
+from .config import ConfigError, resolve_trial
 from .metrics import WORST
 from .tracking import TrialTracker
 from .train import SetupError, TrainingDiverged, pick_device, train
@@ -108,13 +108,14 @@ def run_trial(config: dict[str, Any]) -> None:
     trial_id = ctx.get_trial_id()
     node_id = ray.get_runtime_context().get_node_id()
     try:
-        cfg = validate_config(raw)
+        trial = resolve_trial(raw, name=meta.get("run_name"))
     except ConfigError as exc:  # the driver checked it; a worker with other registries may still refuse it
         workdir = Path(meta["workdir"]) if meta.get("workdir") else None
         return _fail(workdir, None, f"ConfigError: {exc}", 0, node_id, meta.get("run_hash", ""))
+    cfg = trial.cfg
     if "run_hash" not in meta:  # sampled by a search algorithm: identity known only now
-        meta["config_hash"], meta["run_hash"] = trial_hashes(cfg)
-        meta.setdefault("run_name", f"trial-{meta['run_hash'][:8]}")
+        meta["config_hash"], meta["run_hash"] = trial.config_hash, trial.run_hash
+        meta.setdefault("run_name", trial.name)
         if meta.get("trials_dir"):
             meta["workdir"] = str(Path(meta["trials_dir"]) / meta["run_hash"])
             # the params as sampled, so that a later launch of the search can run this trial again
