@@ -8,9 +8,8 @@ from typing import TextIO
 
 from . import tracking
 from .errors import UserError
-from .expand import expand, is_grid
 from .launch import check_no_live_driver, epochs_done, trial_state
-from .spec import SweepSpec
+from .spec import SweepSpec, expand, is_grid
 from .storage import SweepPaths, load_state, sweep_paths
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from trainables.checkpoint import disk_full
+from trainables.config import trial_name
 
 from . import tracking
 from .errors import UserError
-from .expand import Trial, expand, is_grid
 from .launch import (
     STOP_TIMEOUT_S,
     LaunchPlan,
@@ -38,7 +38,7 @@ from .launch import (
     trial_meta,
     trial_state,
 )
-from .spec import SweepSpec, load_spec
+from .spec import SweepSpec, Trial, expand, is_grid, load_spec
 from .storage import DamagedState, SweepPaths, load_state, save_state, sweep_lock, sweep_paths
 from .sync import collect, sync_trials
 
@@ -261,7 +261,7 @@ def _launch(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: s
                 return 1 if history.count("failed") else 0
             name = f"search-{launches + 1:03d}"
         try:
-            check_data([t.config for t in plan.todo] or [spec.base_config(resolved=True)], address, out)
+            check_data([t.cfg for t in plan.todo] or [spec.base_config(resolved=True)], address, out)
         except UserError:
             client.set_terminated(sweep_run, "FAILED")
             raise
@@ -270,7 +270,8 @@ def _launch(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: s
         from .progress import Progress
 
         meta = trial_meta(spec, paths, tracking_uri, exp_id, sweep_run, tracking.git_commit())
-        progress = Progress(metric=spec.metric, names={t.run_hash: t.name for t in plan.todo}, out=out,
+        progress = Progress(metric=spec.metric, names={t.run_hash: t.name for t in plan.todo},
+                            epochs={t.run_hash: t.epochs for t in plan.todo}, out=out,
                             on_start=lambda: record_driver(paths, address))
         configs = {t.run_hash: t.config for t in plan.todo}
         with StopSignals(out) as signals:
@@ -362,7 +363,7 @@ def _settle(spec: SweepSpec, paths: SweepPaths, client, exp_id: str, sweep_run: 
     sync_trials(paths, state, only=stale, unfinished=unfinished, launched=configs, out=out)  # the trials' results
     tracking.mark_unfinished(client, tracking.trial_runs(client, exp_id, spec.name), *unfinished)  # no results yet
     if not is_grid(spec):  # a search's trials are known only once sampled
-        state["trials"] = [{"run_hash": h, "config_hash": "", "name": r.meta.get("run_name", f"trial-{h[:8]}"),
+        state["trials"] = [{"run_hash": h, "config_hash": "", "name": r.meta.get("run_name", trial_name(h)),
                             "seed": r.config.get("seed", 0), "levels": {k: r.config.get(k) for k in spec.search.space}}
                            for h, r in sorted(collect(paths).items())]
     save_state(paths, state)  # before anything is printed: a retry of this function prints it once
