@@ -23,9 +23,13 @@ from .storage import DEFAULT_STORAGE, resolve_storage
 
 
 def _overrides(items: list[str]) -> dict:
-    from .spec import parse_overrides
+    """`--set KEY=VALUE` flags, read by the one `--set` reader (values are YAML: `"123"` stays a string)."""
+    from trainables.config import ConfigError, parse_set
 
-    return parse_overrides(items)
+    try:
+        return parse_set(items)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -65,8 +69,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .expand import expand, is_grid
-    from .spec import load_spec
+    from .spec import expand, is_grid, load_spec
 
     spec = load_spec(args.spec, overrides=_overrides(args.set))
     for warning in spec.warnings():

@@ -273,9 +273,7 @@ def _scheduler(spec):
         if "epochs" in spec.search.space:
             epochs = max(spec.search.space["epochs"].probe_values())
     else:
-        from trainables.config import validate_config
-
-        epochs = max(validate_config({**spec.base, **arm, "seed": 0}).epochs for arm in spec.arms())
+        epochs = max(t.epochs for t in spec.trials)  # resolved once, when the spec loaded
     return ASHAScheduler(time_attr="epoch", metric=per_epoch_metric(spec.metric), mode=spec.mode, max_t=epochs,
                          **kwargs)
 
@@ -355,8 +353,9 @@ def run_plan(plan: LaunchPlan, progress, signals: StopSignals) -> bool:
     return len(results) >= expected and all(ended(r) for r in results)
 
 
-def check_data(configs: list[dict[str, Any]], address: str | None, out) -> None:
-    """Fail fast on data files a trial would not find: each distinct file dataset of `configs` is opened
+def check_data(configs: list, address: str | None, out) -> None:
+    """Fail fast on data files a trial would not find: each distinct file dataset of `configs` (the trials'
+    resolved `TrainConfig`s; a mapping is resolved here) is opened
     once here, before Ray starts (UserError naming what is missing). On a cluster (`address`) the data
     may live on the worker nodes only, so a problem is a warning there; each trial still fails at once,
     without retries, with the reason the driver prints."""

@@ -14,14 +14,13 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
+from trainables.config import trial_name, validate_config
 from trainables.meta import TrialMeta
 
 
 def _epochs_of(trial) -> int:
-    """Epochs of a trial from its config (search trials: the sampled config)."""
+    """Epochs of a sampled trial, from its sampled config (grid trials: `Progress.epochs`)."""
     try:
-        from trainables.config import validate_config
-
         return validate_config((trial.config.get("trial") or {}).get("config") or {}).epochs
     except Exception:  # noqa: BLE001 - display only
         return 0
@@ -48,6 +47,7 @@ class Progress(Callback):
 
     metric: str
     names: dict[str, str] = field(default_factory=dict)  #: run_hash -> display name
+    epochs: dict[str, int] = field(default_factory=dict)  #: run_hash -> epochs (the resolved trials')
     interval: float = 20.0
     out: TextIO | None = None  #: default: sys.stderr at print time
     on_start: Callable[[], None] | None = None  #: called when a trial starts (the driver refreshes driver.json)
@@ -60,7 +60,7 @@ class Progress(Callback):
             meta = TrialMeta.from_dict((trial.config.get("trial") or {}).get("meta"))
             key = meta.run_hash
             self.rows[trial.trial_id] = Row(self.names.get(key, meta.run_name or trial.trial_id), key,
-                                            epochs=_epochs_of(trial))
+                                            epochs=self.epochs.get(key) or _epochs_of(trial))
         return self.rows[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -88,7 +88,7 @@ class Progress(Callback):
         row.node = str(result.get("node_id", ""))[:8]
         if result.get("run_hash") and not row.run_hash:  # sampled trials know their identity only now
             row.run_hash = str(result["run_hash"])
-            row.name = self.names.get(row.run_hash, f"trial-{row.run_hash[:8]}")
+            row.name = self.names.get(row.run_hash, trial_name(row.run_hash))
         self.render()
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:

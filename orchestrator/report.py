@@ -330,8 +330,7 @@ def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None)
     """`mixsweep report NAME`: statistics of the sweep's trials from MLflow, written and logged."""
     from . import tracking
     from .errors import UserError
-    from .expand import is_grid
-    from .spec import load_spec
+    from .spec import is_grid, load_spec
     from .storage import SweepState, sweep_paths
 
     paths = sweep_paths(storage, name)

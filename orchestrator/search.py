@@ -55,7 +55,7 @@ def _fits(dist, value: Any) -> bool:
 
 def search_history(spec, paths: SweepPaths, stopped: set[str]) -> SearchHistory:
     """What the storage says about the trials `spec`'s search sampled so far (`stopped`: ASHA stops)."""
-    from trainables.config import ConfigError, trial_hashes, validate_config
+    from trainables.config import ConfigError, resolve_trial
     from trainables.metrics import WORST
     from trainables.train import read_config
 
@@ -66,7 +66,7 @@ def search_history(spec, paths: SweepPaths, stopped: set[str]) -> SearchHistory:
         try:  # sweeps of older versions have only the resolved config: fine unless a choice is spelled otherwise
             sampled = trial_dir.read_sampled() if trial_dir.sampled.exists() else read_config(trial_dir.config)
             params = {k: sampled[k] for k in space}
-            _, run_hash = trial_hashes(validate_config({**spec.base_config(), **params, "seed": spec.seeds[0]}))
+            run_hash = resolve_trial({**spec.base_config(), **params, "seed": spec.seeds[0]}).run_hash
         except (OSError, ValueError, KeyError, TypeError, ConfigError):
             continue  # nothing yet (killed as it started), or a cut file
         if run_hash != trial_dir.name or not all(_fits(space[k], v) for k, v in params.items()):

@@ -10,9 +10,8 @@ from trainables.trialdir import TrialState
 
 from . import tracking
 from .errors import UserError
-from .expand import expand, is_grid
 from .launch import check_no_live_driver
-from .spec import SweepSpec
+from .spec import SweepSpec, expand, is_grid
 from .storage import SweepPaths, SweepState, sweep_paths
 
 

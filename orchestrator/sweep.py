@@ -21,12 +21,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from trainables.config import trial_name
 from trainables.files import atomic_write_text, disk_full
 from trainables.trialdir import TrialState
 
 from . import tracking
 from .errors import UserError
-from .expand import Trial, expand, is_grid
 from .launch import (
     STOP_TIMEOUT_S,
     LaunchPlan,
@@ -41,7 +41,7 @@ from .launch import (
     trial_meta,
 )
 from .search import SearchHistory, search_history
-from .spec import SweepSpec, load_spec
+from .spec import SweepSpec, Trial, expand, is_grid, load_spec
 from .status import print_plan
 from .storage import DamagedState, SweepPaths, SweepState, TrialEntry, sweep_lock, sweep_paths
 from .sync import collect, sync_trials
@@ -304,7 +304,7 @@ class SweepSession:
         if not count:
             return None
         try:
-            check_data([t.config for t in todo] or [spec.base_config(resolved=True)], self.address, self.out)
+            check_data([t.cfg for t in todo] or [spec.base_config(resolved=True)], self.address, self.out)
         except UserError:
             self.client.set_terminated(state.sweep_run_id, "FAILED")
             raise
@@ -362,7 +362,8 @@ class SweepSession:
         """
         from .progress import Progress  # imports Ray Tune: only a session that runs pays for it (not --dry-run)
 
-        progress = Progress(metric=self.spec.metric, names={t.run_hash: t.name for t in plan.trials}, out=self.out,
+        progress = Progress(metric=self.spec.metric, names={t.run_hash: t.name for t in plan.trials},
+                            epochs={t.run_hash: t.epochs for t in plan.trials}, out=self.out,
                             on_start=lambda: record_driver(self.paths, self.address))
         try:
             completed = run_plan(plan, progress, signals)
@@ -433,7 +434,7 @@ class SweepSession:
         tracking.mark_unfinished(client, tracking.trial_runs(client, state.experiment_id, spec.name), *unfinished)
         if not self.grid:  # a search's trials are known only once sampled
             state = replace(state, trials=tuple(
-                TrialEntry(h, r.meta.run_name or f"trial-{h[:8]}", "", r.config.get("seed", 0),
+                TrialEntry(h, r.meta.run_name or trial_name(h), "", r.config.get("seed", 0),
                            {k: r.config.get(k) for k in spec.search.space}) for h, r in sorted(collect(paths).items())))
         state.save(paths)  # before anything is printed: a retry of this function prints it once
         self.state = state

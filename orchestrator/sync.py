@@ -101,26 +101,26 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def trial_config(rec: TrialRecord, launched: Mapping[str, Mapping[str, Any]]):
-    """The trial's validated config: as Ray recorded it, as the spec launched it, or from its config.yaml.
+    """The trial, resolved from its config: as Ray recorded it, as the spec launched it, or its config.yaml.
 
     Raises ConfigError (naming the file) when none of them validates.
     """
-    from trainables.config import ConfigError, validate_config
+    from trainables.config import ConfigError, resolve_trial
     from trainables.train import read_config
 
     errors = []
     for source, raw in (("its Ray results", rec.config), ("the sweep's spec", launched.get(rec.run_hash))):
         if raw:
             try:
-                return validate_config(raw)
+                return resolve_trial(raw)
             except ConfigError as exc:
                 errors.append(f"{source}: {exc}")
     if rec.config_file is not None:
         try:
-            return validate_config(read_config(rec.config_file))
+            return resolve_trial(read_config(rec.config_file))
         except ConfigError as exc:
             errors.append(f"{rec.config_file}: {exc}")
-    raise ConfigError("; ".join(errors) or "no config recorded")
+    raise ConfigError((), "; ".join(errors) or "no config recorded")
 
 
 def sync_trials(paths: SweepPaths, state: SweepState, *, only: set[str] | None = None,
@@ -139,7 +139,7 @@ def sync_trials(paths: SweepPaths, state: SweepState, *, only: set[str] | None =
     A trial whose config cannot be read from anywhere is skipped and named (with its folder) in
     `SyncResult.unreadable`; the others are synced. MLflow failing raises UserError.
     """
-    from trainables.config import ConfigError, trial_hashes
+    from trainables.config import ConfigError, trial_name
     from trainables.tracking import TrialTracker
 
     out = out or sys.stderr
@@ -149,19 +149,18 @@ def sync_trials(paths: SweepPaths, state: SweepState, *, only: set[str] | None =
     result = SyncResult()
     for run_hash, rec in sorted(records.items()):
         try:
-            cfg = trial_config(rec, launched or {})
+            trial = trial_config(rec, launched or {})
         except ConfigError as exc:
             result.unreadable[run_hash] = str(exc)
             print(f"[mixsweep] trial {run_hash}: skipped, its config cannot be read ({exc}). Its results stay in "
                   f"{paths.trial(run_hash).folder}; to run it again from scratch, delete that folder and resume",
                   file=out)
             continue
-        config_hash, _ = trial_hashes(cfg)
-        meta = TrialMeta(sweep=state.name, run_hash=run_hash, config_hash=config_hash, tracking_uri=uri,
+        meta = TrialMeta(sweep=state.name, run_hash=run_hash, config_hash=trial.config_hash, tracking_uri=uri,
                          experiment_id=state.experiment_id, sweep_run_id=state.sweep_run_id,
-                         run_name=names.get(run_hash, rec.meta.run_name or f"trial-{run_hash[:8]}"),
+                         run_name=names.get(run_hash, rec.meta.run_name or trial_name(run_hash)),
                          git_commit=rec.meta.git_commit)
-        tracker = TrialTracker(meta, cfg.flat())
+        tracker = TrialTracker(meta, trial.cfg.flat())
         before = tracker.last_step
         for epoch in sorted(rec.epochs):
             tracker.log_epoch(epoch, rec.epochs[epoch])
@@ -211,8 +210,7 @@ def sync_sweep(name: str, *, storage: Path, out: TextIO | None = None) -> int:
 
 def launched_configs(paths: SweepPaths) -> dict[str, dict[str, Any]]:
     """run_hash -> launch config of a grid sweep, from its saved spec ({} when there is none to read)."""
-    from .expand import expand, is_grid
-    from .spec import load_spec
+    from .spec import expand, is_grid, load_spec
 
     try:
         spec = load_spec(paths.spec)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main
+from orchestrator.cli import build_parser, main
 
 GOOD = """\
 name: ok
@@ -19,39 +20,71 @@ factors: {mix.preset: [none, cutmix]}
 seeds: 2
 """
 
-# (case id, spec text or None for "use GOOD", extra CLI args, expected fragment of the message)
+# (case id, spec text, what the message says right after `SPEC_FILE: `): where (the spec path and its line, or
+# the YAML line and column), what is wrong, the value it got and what is allowed - what a user acts on
 SPECS = [
     ("unknown-top-key", GOOD + "schedular: fifo\n",
-     r"schedular \(line 5\): unknown top-level key \(did you mean 'scheduler'\?\)"),
-    ("unknown-base-key", GOOD.replace("epochs: 1", "epochz: 1"), r"base.epochz.*unknown key"),
-    ("unknown-factor-value", GOOD.replace("cutmix]", "cutmixx]"), r"factors.mix.preset\[1\].*'cutmixx'.*allowed"),
-    ("wrong-type-seeds", GOOD.replace("seeds: 2", "seeds: abc"), r"seeds"),
-    ("cpu-out-of-range", GOOD + "resources: {cpu: 0}\n", r"resources.cpu"),
+     r"schedular \(line 5\): unknown top-level key \(did you mean 'scheduler'\?\); allowed: name, description, "
+     r"experiment, base, factors, seeds, search, scheduler, "),
+    ("unknown-base-key", GOOD.replace("epochs: 1", "epochz: 1"),
+     r"base\.epochz \(line 2\): unknown key \(did you mean 'epochs'\?\); allowed: amp, batch_size, dataset, device, "
+     r"epochs, "),
+    ("unknown-factor-value", GOOD.replace("cutmix]", "cutmixx]"),
+     r"factors\.mix\.preset\[1\] \(line 3\): unknown value 'cutmixx' \(did you mean 'cutmix'\?\); allowed: none, "
+     r"mixup, cutmix, saliencymix, "),
+    ("wrong-type-seeds", GOOD.replace("seeds: 2", "seeds: abc"),
+     r"seeds \(line 4\): expected an integer N >= 1 \(meaning seeds 0\.\.N-1\) or a list of distinct integers >= 0 "
+     r"\(got 'abc'\)$"),
+    ("cpu-out-of-range", GOOD + "resources: {cpu: 0}\n", r"resources\.cpu \(line 5\): must be > 0 \(got 0\)$"),
     ("bad-lam-string", GOOD.replace("{mix.preset: [none, cutmix]}", "{mix.preset: [cutmix], mix.lam: ['beta(0,1)']}"),
-     r"factors.mix.lam\[0\].*bad lam distribution 'beta\(0,1\)'"),
-    ("empty-factor-list", GOOD.replace("[none, cutmix]", "[]"), r"factors.mix.preset.*empty"),
-    ("bad-name", GOOD.replace("name: ok", "name: My Sweep!"), r"name.*\[a-z0-9_-\]"),
-    ("yaml-syntax", GOOD.replace("seeds: 2", "seeds: [2"), r"line \d+"),
-    ("empty-file", "", r"empty"),
-    ("top-level-list", "- a\n- b\n", r"mapping"),
-    ("missing-name", GOOD.replace("name: ok\n", ""), r"name"),
-    ("factor-in-base", GOOD.replace("epochs: 1}", "epochs: 1, mix.preset: none}"), r"mix.preset"),
-    ("seed-as-factor", GOOD.replace("[none, cutmix]}", "[none, cutmix], seed: [0, 1]}"), r"seeds"),
-    ("duplicate-levels", GOOD.replace("[none, cutmix]", "[cutmix, cutmix]"), r"duplicate"),
-    ("negative-max-failures", GOOD + "max_failures: -1\n", r"max_failures"),
-    ("unknown-metric", GOOD + "metric: accuracy\n", r"metric.*final/top1_err"),
-    ("bad-mode", GOOD + "mode: maximize\n", r"mode"),
+     r"factors\.mix\.lam\[0\] \(line 3\): bad lam distribution 'beta\(0,1\)': parameters out of range; expected "
+     r"uniform\(a,b\) with 0<=a<=b<=1, beta\(a,b\) with a,b>0, fixed\(v\)"),
+    ("empty-factor-list", GOOD.replace("[none, cutmix]", "[]"),
+     r"factors\.mix\.preset \(line 3\): empty list; a factor needs at least one level \(drop the factor, or move a "
+     r"fixed value to base\)$"),
+    ("bad-name", GOOD.replace("name: ok", "name: My Sweep!"),
+     r"name \(line 1\): must be 1\.\.64 characters from a-z, 0-9, '_' and '-' \(pattern \[a-z0-9_-\]\+\), e\.g\. "
+     r"'my_sweep' \(got 'My Sweep!'\)$"),
+    ("yaml-syntax", GOOD.replace("seeds: 2", "seeds: [2"),
+     r"line 5, column 1: invalid YAML: expected ',' or '\]', but got '<stream end>' \(while parsing a flow sequence "
+     r"started at line 4\)$"),
+    ("empty-file", "", r"the spec is empty; a sweep spec is a YAML mapping with at least `name:` \(e\.g\. "
+                       r"`name: my_sweep`\)"),
+    ("top-level-list", "- a\n- b\n", r"the top level must be a mapping of spec fields \(name, description, .*\), got "
+                                     r"list \['a', 'b'\]$"),
+    ("missing-name", GOOD.replace("name: ok\n", ""),
+     r"name: required field is missing: give the sweep a name of 1\.\.64 characters .*, e\.g\. name: my_sweep$"),
+    ("factor-in-base", GOOD.replace("epochs: 1}", "epochs: 1, mix.preset: none}"),
+     r"factors\.mix\.preset \(line 3\): also fixed in base \(base\.mix\.preset = none\); a key is either fixed in base "
+     r"or varied in factors - remove one$"),
+    ("seed-as-factor", GOOD.replace("[none, cutmix]}", "[none, cutmix], seed: [0, 1]}"),
+     r"factors\.seed \(line 3\): seeds are their own axis, not a factor: write `seeds: \[0, 1, 2\]` \(or `seeds: 3`\) "
+     r"at the top level$"),
+    ("duplicate-levels", GOOD.replace("[none, cutmix]", "[cutmix, cutmix]"),
+     r"factors\.mix\.preset\[1\] \(line 3\): duplicate level cutmix \(already mix\.preset\[0\]\); levels must be "
+     r"distinct$"),
+    ("negative-max-failures", GOOD + "max_failures: -1\n", r"max_failures \(line 5\): must be >= 0 \(got -1\)$"),
+    ("unknown-metric", GOOD + "metric: accuracy\n",
+     r"metric \(line 5\): unknown metric 'accuracy'; allowed: train/loss, test/loss, test/top1_err, test/top5_err, "
+     r"final/top1_err, "),
+    ("bad-mode", GOOD + "mode: maximize\n", r"mode \(line 5\): unknown value 'maximize'; allowed: min, max$"),
     ("optuna-many-seeds", GOOD.replace("factors: {mix.preset: [none, cutmix]}\n", "")
-     + "search: {algorithm: optuna, num_trials: 4, space: {optim.lr: 'loguniform(0.01, 0.3)'}}\n", r"seed"),
+     + "search: {algorithm: optuna, num_trials: 4, space: {optim.lr: 'loguniform(0.01, 0.3)'}}\n",
+     r"seeds \(line 3\): search\.algorithm=optuna tunes one seed, so seeds must hold exactly one \(got 2: \[0, 1\]\); "
+     r"re-run the best config over several seeds with a grid spec$"),
     ("invalid-combination", GOOD.replace("[none, cutmix]}", "[none, cutmix], mix.prob: [0.5]}"),
-     r"combination.*mix.preset=none"),
-    ("name-escapes", GOOD.replace("name: ok", "name: ../evil"), r"name"),
+     r"factors \(line 3\): the combination mix\.preset=none × mix\.prob=0\.5 is invalid: mix\.preset=none does not "
+     r"mix, so it takes no other mix\.\* keys \(got mix\.prob\)$"),
+    ("name-escapes", GOOD.replace("name: ok", "name: ../evil"),
+     r"name \(line 1\): must be 1\.\.64 characters from a-z, 0-9, '_' and '-' .*, e\.g\. 'evil' \(got '\.\./evil'\)$"),
     ("removed-optimal-pairing",
      GOOD.replace("{mix.preset: [none, cutmix]}", "{mix.preset: [guided_sr], mix.pairing: [greedy, optimal]}"),
-     r"factors.mix.pairing\[1\].*'optimal' was removed.*use 'greedy_local'"),
+     r"factors\.mix\.pairing\[1\] \(line 3\): 'optimal' was removed: .*; use 'greedy_local'"),
     ("bad-optuna-distribution",
      GOOD.replace("factors: {mix.preset: [none, cutmix]}\n", "").replace("seeds: 2", "seeds: 1")
-     + "search: {algorithm: optuna, num_trials: 4, space: {optim.lr: loguniform(0.3)}}\n", r"loguniform"),
+     + "search: {algorithm: optuna, num_trials: 4, space: {optim.lr: loguniform(0.3)}}\n",
+     r"search\.space\.optim\.lr \(line 4\): loguniform takes two numbers loguniform\(a,b\), got 1 in "
+     r"'loguniform\(0\.3\)'; expected loguniform\(a,b\) with 0<a<b, uniform\(a,b\) with a<b"),
 ]
 
 
@@ -66,8 +99,6 @@ def tree(root: Path) -> set[str]:
 
 
 def assert_one_clean_message(code: int, err: str, pattern: str) -> None:
-    import re
-
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
@@ -83,7 +114,7 @@ def test_malformed_specs(tmp_path, monkeypatch, capsys, case, text, pattern):
     spec.write_text(text)
     before = tree(tmp_path)
     code, err = run_cli(["run", str(spec), "--storage", str(tmp_path / "runs")], capsys)
-    assert_one_clean_message(code, err, pattern)
+    assert_one_clean_message(code, err, rf"^mixsweep run: error: {re.escape(str(spec))}: {pattern}")
     assert tree(tmp_path) == before, "nothing may be written"
 
 
@@ -105,15 +136,19 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("storage-is-a-file", ["run", str(spec), "--storage", str(a_file)], r"is a file"),
         ("storage-under-a-file", ["run", str(spec), "--storage", str(a_file / "sub")], r"cannot be created"),
         ("set-unknown-key", ["run", str(spec), "--storage", str(tmp / "runs"), "--set", "optim.lrr=0.1"],
-         r"optim.lrr.*did you mean 'optim.lr'"),
+         r"base\.optim\.lrr \(from --set optim\.lrr\): unknown key \(did you mean 'optim\.lr'\?\); allowed: "
+         r"optim\.name, optim\.lr, "),
         ("set-unknown-key-with-factors", ["run", str(spec), "--storage", str(tmp / "runs"), "--set", "nonexistent=1"],
          r"base\.nonexistent \(from --set nonexistent\): unknown key;"),
         ("validate-set-unknown-key", ["validate", "smoke", "--set", "nonexistent=1"],
          r"smoke: base\.nonexistent \(from --set nonexistent\): unknown key;"),
-        ("set-bad-value", ["run", str(spec), "--storage", str(tmp / "runs"), "--set", "epochs=0"], r"epochs"),
+        ("set-bad-value", ["run", str(spec), "--storage", str(tmp / "runs"), "--set", "epochs=0"],
+         r"good\.yaml: base\.epochs \(from --set epochs\): must be >= 1 \(got 0\)$"),
         ("set-no-equals", ["run", str(spec), "--storage", str(tmp / "runs"), "--set", "epochs"],
-         r"KEY=VALUE|key=value"),
-        ("set-a-factor", ["run", str(spec), "--storage", str(tmp / "runs"), "--set", "mix.preset=mixup"], r"factor"),
+         r"error: --set 'epochs': expected KEY=VALUE, e\.g\. --set optim\.lr=0\.1$"),
+        ("set-a-factor", ["run", str(spec), "--storage", str(tmp / "runs"), "--set", "mix.preset=mixup"],
+         r"--set mix\.preset: mix\.preset is a factor of this spec \(levels: none, cutmix\); it cannot also be fixed - "
+         r"change its levels with --set 'factors\.mix\.preset=\[\.\.\.\]'$"),
         ("relative-sqlite", ["run", str(spec), "--storage", str(tmp / "runs"), "--tracking-uri", "sqlite:///x.db"],
          r"folder .* does not exist|absolute"),
         ("unreachable-server", ["run", str(spec), "--storage", str(tmp / "runs"), "--tracking-uri",
@@ -172,8 +207,23 @@ def test_bad_cli_calls(tmp_path, monkeypatch, capsys, index):
     assert tree(tmp_path) == before, "nothing may be written"
 
 
-def test_corpus_is_large_enough():
-    assert len(SPECS) + 1 + len(_cli_cases(Path("/x"))) >= 30
+def test_every_command_that_reads_input_has_a_bad_call():
+    """Each `mixsweep` command a user can give a wrong name, file, flag or value is exercised above."""
+    subcommands = build_parser()._subparsers._group_actions[0].choices
+    exercised = {args[0] for _, args, _ in _cli_cases(Path("/x"))}
+    assert exercised == set(subcommands) - {"list"}  # `list` reads nothing
+
+
+def test_quoted_set_values_stay_strings(tmp_path, monkeypatch, capsys):
+    """`--set 'name="123"'` is the string 123 (a YAML scalar keeps its quotes' type); unquoted it is a number."""
+    monkeypatch.chdir(tmp_path)
+    _setup(tmp_path)
+    spec = str(tmp_path / "good.yaml")
+    assert main(["validate", spec, "--set", 'name="123"', "--set", 'experiment="007"']) == 0
+    assert capsys.readouterr().out.startswith(f"{spec}: OK - 123: 2 arms x 2 seeds = 4 trials")
+    code, err = run_cli(["validate", spec, "--set", "name=123"], capsys)
+    assert_one_clean_message(code, err, rf"^mixsweep validate: error: {re.escape(spec)}: name \(from --set name\): "
+                                        r"must be 1\.\.64 characters .* \(got 123\)$")
 
 
 @pytest.mark.parametrize("args", [["run", "nosuch_spec"], ["status", "nosuch"], ["validate", "-"]])

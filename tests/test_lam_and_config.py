@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainables.mixing import build_mixer, factor_values, list_presets, parse_lam, resolve_mix_config
+from trainables.mixing import ConfigError, build_mixer, factor_values, list_presets, parse_lam, resolve_mix_config
 
 
 @pytest.mark.parametrize(
@@ -66,43 +66,100 @@ def test_overrides_and_cross_family():
 
 
 @pytest.mark.parametrize(
-    ("raw", "message"),
+    ("raw", "keys", "message"),
     [
-        ({"preset": "saliencymx"}, r"mix.preset: unknown value 'saliencymx' \(did you mean 'saliencymix'\?\)"),
-        ({"preset": "cutmix", "selecton": "random"},
-         r"unknown mixing key 'mix.selecton' \(did you mean 'mix.selection'"),
-        ({"preset": "cutmix", "pairing": "gredy"}, r"allowed: random, flip, roll, greedy, greedy_local, assignment"),
-        ({"preset": "cutmix", "prob": 1.5}, r"mix.prob: 1.5 is out of range \[0.0, 1.0\]"),
-        ({"preset": "cutmix", "prob": "high"}, r"mix.prob: expected a number, got 'high'"),
-        ({"preset": "cutmix", "lam": "beta(0,1)"}, r"mix.lam: bad lam distribution 'beta\(0,1\)'"),
-        ({"preset": "cutmix", "pairing": "greedy"}, r"mix.pairing=greedy needs a saliency detector"),
-        ({"preset": "mixup", "selection": "random"}, r"mix.selection='random' does not apply to mix.mask=blend"),
-        ({"preset": "guided_sr", "lam": "beta(1,1)"}, r"mix.lam='beta\(1,1\)' does not apply to mix.mask=pixel_ratio"),
-        ({"preset": "none", "prob": 0.5}, r"mix.preset=none does not mix"),
-        ({"preset": "saliencymix", "box_fit": "crop"}, r"mix.box_fit: unknown value 'crop'.*allowed: shift, clip"),
-        ({"preset": "mixup", "box_fit": "shift"}, r"mix.box_fit='shift' does not apply to mix.mask=blend"),
-        ({"preset": "guided_sr", "pairing": "optimal"}, r"'optimal' was removed.*use 'greedy_local'"),
-        ({"preset": "guided_sr", "pairing": "assignment"},
-         r"mix.pairing=assignment cannot be used with mix.mask=pixel_ratio: most samples end in 2-cycles"),
+        ({"preset": "saliencymx"}, ("mix.preset",),
+         r"^mix.preset: unknown value 'saliencymx' \(did you mean 'saliencymix'\?\); allowed: none, mixup"),
+        ({"preset": "cutmix", "selecton": "random"}, ("mix.selecton",),
+         r"^mix.selecton: unknown key \(did you mean 'mix.selection'\?\); allowed: mix.preset, mix.saliency"),
+        ({"preset": "cutmix", "pairing": "gredy"}, ("mix.pairing",),
+         r"^mix.pairing: unknown value 'gredy'.*allowed: random, flip, roll, greedy, greedy_local, assignment$"),
+        ({"preset": "cutmix", "prob": 1.5}, ("mix.prob",), r"^mix.prob: 1.5 is out of range \[0.0, 1.0\]"),
+        ({"preset": "cutmix", "prob": "high"}, ("mix.prob",), r"^mix.prob: expected a number, got 'high'"),
+        ({"preset": "cutmix", "lam": "beta(0,1)"}, ("mix.lam",), r"^mix.lam: bad lam distribution 'beta\(0,1\)'"),
+        ({"preset": "cutmix", "pairing": "greedy"}, ("mix.pairing", "mix.saliency"),
+         r"^mix.pairing=greedy needs a saliency detector but mix.saliency is 'none'; allowed: fine_grained"),
+        ({"preset": "mixup", "selection": "random"}, ("mix.selection", "mix.mask", "mix.preset"),
+         r"^mix.selection='random' does not apply to mix.mask=blend \(preset 'mixup'\)"),
+        ({"preset": "guided_sr", "lam": "beta(1,1)"}, ("mix.lam", "mix.mask", "mix.preset"),
+         r"^mix.lam='beta\(1,1\)' does not apply to mix.mask=pixel_ratio"),
+        ({"preset": "none", "prob": 0.5}, ("mix.preset", "mix.prob"),
+         r"^mix.preset=none does not mix, so it takes no other mix.\* keys \(got mix.prob\)"),
+        ({"preset": "saliencymix", "box_fit": "crop"}, ("mix.box_fit",),
+         r"^mix.box_fit: unknown value 'crop'.*allowed: shift, clip$"),
+        ({"preset": "mixup", "box_fit": "shift"}, ("mix.box_fit", "mix.mask", "mix.preset"),
+         r"^mix.box_fit='shift' does not apply to mix.mask=blend"),
+        ({"preset": "guided_sr", "pairing": "optimal"}, ("mix.pairing",),
+         r"^mix.pairing: 'optimal' was removed.*use 'greedy_local'"),
+        ({"preset": "guided_sr", "pairing": "assignment"}, ("mix.pairing", "mix.mask"),
+         r"^mix.pairing=assignment cannot be used with mix.mask=pixel_ratio: most samples end in 2-cycles"),
         ({"preset": "mixup", "scope": "per_sample", "saliency": "fine_grained", "pairing": "assignment"},
-         r"mix.pairing=assignment cannot be used with mix.mask=blend.*use mix.pairing=greedy_local"),
+         ("mix.pairing", "mix.mask"), r"^mix.pairing=assignment cannot be used with mix.mask=blend.*use "
+                                      r"mix.pairing=greedy_local"),
         ({"preset": "cutmix", "saliency": "fine_grained", "selection": "salient_to_salient"},
-         r"per_batch pastes one box.*set mix.scope: per_sample"),
+         ("mix.scope", "mix.selection"), r"^mix.scope=per_batch pastes one box.*set mix.scope: per_sample"),
         ({"preset": "saliencymix", "scope": "per_batch", "selection": "salient_to_salient"},
-         r"per_batch pastes one box"),
-        ({"preset": "guided_sr", "scope": "per_batch", "pairing": "random"},
-         r"per_batch applies to masks box, blend, not mix.mask=pixel_ratio"),
-        ({"preset": "mixup", "label": "area"}, r"mix.label='area' does not apply to mix.mask=blend"),
+         ("mix.scope", "mix.selection"), r"^mix.scope=per_batch pastes one box"),
+        ({"preset": "guided_sr", "scope": "per_batch", "pairing": "random"}, ("mix.scope", "mix.mask"),
+         r"^mix.scope=per_batch applies to masks box, blend, not mix.mask=pixel_ratio"),
+        ({"preset": "mixup", "label": "area"}, ("mix.label", "mix.mask", "mix.preset"),
+         r"^mix.label='area' does not apply to mix.mask=blend"),
         ({"preset": "guided_ap", "saliency_input": "official_float"},
+         ("mix.saliency_input", "mix.saliency", "mix.preset"),
          r"does not apply to mix.saliency=gradient, which accepts only uint8 \(mix.saliency_input applies to "
          r"fine_grained, .*spectral_residual_guided\)"),
-        ({"preset": "grafting", "graft_grid": 0}, r"mix.graft_grid: 0 is out of range"),
-        ({"preset": "grafting", "graft_grid": 2.5}, r"mix.graft_grid: expected an integer"),
+        ({"preset": "grafting", "graft_grid": 0}, ("mix.graft_grid",), r"^mix.graft_grid: 0 is out of range"),
+        ({"preset": "grafting", "graft_grid": 2.5}, ("mix.graft_grid",), r"^mix.graft_grid: expected an integer"),
     ],
 )
-def test_bad_configs_say_what_and_where(raw, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_configs_say_what_and_where(raw, keys, message):
+    """The message says what is wrong and what is allowed; `keys` say where (what the spec loader reads)."""
+    with pytest.raises(ConfigError, match=message) as info:
         build_mixer(raw)
+    assert info.value.keys == keys
+    assert isinstance(info.value, ValueError)  # callers that catch ValueError keep working
+
+
+@pytest.mark.parametrize(
+    ("raw", "keys", "context", "message"),
+    [
+        ({"optim.lrr": 0.1}, ("optim.lrr",), (), r"^optim.lrr: unknown key \(did you mean 'optim.lr'\?\); allowed: "
+                                                 r"optim.name, optim.lr"),
+        ({"lr": 0.1}, ("lr",), (), r"^lr: unknown key \(did you mean 'optim.lr'\?\)"),
+        ({"optim.lr": -1}, ("optim.lr",), (), r"^optim.lr: must be > 0 \(got -1\)$"),
+        ({"epochs": "many"}, ("epochs",), (), r"^epochs: expected an integer \(got 'many'\)$"),
+        ({"loss": "mse"}, ("loss",), (), r"^loss: unknown value 'mse'; allowed: soft_ce, bce_softmax$"),
+        ({"sched.milestones": [3, 1]}, ("sched.milestones",), (), r"^sched.milestones: milestones must be increasing"),
+        ({"recipe": "fastt"}, ("recipe",), (), r"^recipe: unknown recipe 'fastt' \(did you mean 'fast'\?\); allowed:"),
+        ({"dataset": "cifar1O"}, ("dataset",), (), r"^dataset: unknown dataset 'cifar1O' \(did you mean 'cifar10'\?\)"),
+        ({"data.clutterr": 1}, ("data.clutterr",), ("dataset",),
+         r"^data.clutterr: unknown option for dataset 'synthetic_salient' \(did you mean 'data.clutter'\?\); "
+         r"allowed: data.seed"),
+        ({"model": "resnet181"}, ("model",), (), r"^model: unknown model 'resnet181' \(did you mean 'resnet18'\?\)"),
+        ({"model.widht": 3}, ("model.widht",), ("model",),
+         r"^model.widht: unknown option for model 'small_cnn' \(did you mean 'model.width'\?\)"),
+        ({"optim": {"lr": 0.1}, "optim.lr": 0.2}, ("optim.lr",), (), r"^optim.lr: given twice"),
+        ({"mix.preset": "none", "mix.prob": 0.5}, ("mix.preset", "mix.prob"), (), r"^mix.preset=none does not mix"),
+    ],
+)
+def test_config_errors_carry_the_keys_at_fault(raw, keys, context, message):
+    """`validate_config` raises ConfigError whose `keys` / `context` say which config keys are to blame."""
+    from trainables.config import validate_config
+
+    with pytest.raises(ConfigError, match=message) as info:
+        validate_config(raw)
+    assert (info.value.keys, info.value.context) == (keys, context)
+
+
+def test_config_error_pickles_with_its_structure():
+    import pickle
+
+    err = ConfigError("data.clutter", "unknown option", ["data.seed"], context=("dataset",), unknown=True)
+    back = pickle.loads(pickle.dumps(err))
+    assert (back.keys, back.message, back.allowed, back.context, back.unknown, str(back)) == (
+        err.keys, err.message, err.allowed, err.context, err.unknown, str(err))
+    assert str(ConfigError((), "no key to blame")) == "no key to blame"
+    assert str(ConfigError("a", "nothing fits", ())) == "a: nothing fits; allowed: (none)"
 
 
 def test_saliency_input_applies_to_detectors_with_a_choice():

@@ -31,8 +31,7 @@ def sqlite_uri(storage: Path) -> str:
 
 
 def shipped_trial_configs() -> list[dict]:
-    from orchestrator.expand import expand, is_grid
-    from orchestrator.spec import list_specs, load_spec
+    from orchestrator.spec import expand, is_grid, list_specs, load_spec
 
     out = []
     for name, _ in list_specs():

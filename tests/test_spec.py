@@ -9,16 +9,19 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import UserError
-from orchestrator.expand import MAX_NAME, Trial, expand, is_grid
 from orchestrator.spec import (
+    MAX_NAME,
     METRICS,
     SweepSpec,
+    Trial,
+    expand,
+    is_grid,
     list_specs,
     load_spec,
     parse_distribution,
-    parse_overrides,
     parse_spec,
 )
+from trainables.config import ConfigError, parse_set
 
 SHIPPED = ("baselines", "factorial", "guided_pairing", "hpo", "lambda_distributions", "official_vs_paper",
            "saliency_methods", "selection_schemes", "smoke")
@@ -34,7 +37,8 @@ factors:
 seeds: [0, 1]
 """
 
-# (id, spec text, regex the single UserError message must match); the message starts with the file name
+# (id, spec text, regex the single UserError message must match right after `FILE: `): where the problem is - the
+# spec path and line, or the YAML line and column - comes first, then what is wrong, the value and what is allowed
 MALFORMED = [
     ("yaml_syntax", "name: x\nbase: {a: 1\nfactors: b\n", r"line 3, column \d+: invalid YAML"),
     ("yaml_indent", "name: x\nbase:\n  a: 1\n b: 2\n", r"line 4, column 2: invalid YAML"),
@@ -63,15 +67,11 @@ MALFORMED = [
     ("seeds_negative", "name: x\nseeds: [0, -1]\n", r"seeds\[1\] \(line 2\): a seed is an integer in \[0, 2\*\*63\) "
                                                     r"\(got -1\)"),
     ("seeds_bool", "name: x\nseeds: true\n", r"seeds \(line 2\): expected an integer N >= 1"),
-    ("max_failures_float", "name: x\nmax_failures: 1.5\n", r"max_failures \(line 2\): Input should be a valid integer "
-                                                           r"\(got 1\.5\)"),
-    ("max_failures_negative", "name: x\nmax_failures: -1\n",
-     r"max_failures \(line 2\): Input should be greater than or "
-     r"equal to 0 \(got -1\)"),
-    ("cpu_zero", "name: x\nresources: {cpu: 0}\n", r"resources\.cpu \(line 2\): Input should be greater than 0 "
-                                                   r"\(got 0\)"),
-    ("gpu_negative", "name: x\nresources:\n  gpu: -0.5\n", r"resources\.gpu \(line 3\): Input should be greater than "
-                                                           r"or equal to 0 \(got -0\.5\)"),
+    ("max_failures_float", "name: x\nmax_failures: 1.5\n",
+     r"max_failures \(line 2\): expected an integer \(got 1\.5\)"),
+    ("max_failures_negative", "name: x\nmax_failures: -1\n", r"max_failures \(line 2\): must be >= 0 \(got -1\)"),
+    ("cpu_zero", "name: x\nresources: {cpu: 0}\n", r"resources\.cpu \(line 2\): must be > 0 \(got 0\)"),
+    ("gpu_negative", "name: x\nresources:\n  gpu: -0.5\n", r"resources\.gpu \(line 3\): must be >= 0 \(got -0\.5\)"),
     ("gpu_fraction_above_one", "name: x\nresources: {gpu: 1.5}\n", r"resources\.gpu \(line 2\): .*a value <= 1 or a "
                                                                    r"whole number"),
     ("resources_unknown_key", "name: x\nresources: {cpus: 2}\n", r"resources\.cpus \(line 2\): unknown key \(did you "
@@ -81,11 +81,12 @@ MALFORMED = [
     ("metric_unknown", "name: x\nmetric: final/top1\n",
      r"metric \(line 2\): unknown metric 'final/top1' \(did you mean "
      r"'final/top1_err'\?\); allowed: train/loss"),
-    ("mode_bad", "name: x\nmode: minimize\n", r"mode \(line 2\): Input should be 'min' or 'max' \(got 'minimize'\)"),
-    ("scheduler_bad", "name: x\nscheduler: hyperband\n", r"scheduler \(line 2\): Input should be 'fifo' or 'asha'"),
+    ("mode_bad", "name: x\nmode: minimize\n", r"mode \(line 2\): unknown value 'minimize'; allowed: min, max$"),
+    ("scheduler_bad", "name: x\nscheduler: hyperband\n",
+     r"scheduler \(line 2\): unknown value 'hyperband'; allowed: fifo, asha$"),
     ("asha_without_asha", "name: x\nasha: {grace_period: 2}\n", r"asha \(line 2\): only applies to `scheduler: asha`"),
     ("asha_bad_factor", "name: x\nscheduler: asha\nasha: {reduction_factor: 1}\n",
-     r"asha\.reduction_factor \(line 3\): Input should be greater than 1"),
+     r"asha\.reduction_factor \(line 3\): must be > 1 \(got 1\)"),
     ("experiment_empty", "name: x\nexperiment: ' '\n", r"experiment \(line 2\): must be a non-empty MLflow experiment"),
     ("base_not_mapping", "name: x\nbase: [dataset, cifar10]\n", r"base \(line 2\): expected a mapping of training "
                                                                 r"config keys"),
@@ -93,13 +94,13 @@ MALFORMED = [
      r"base\.optim\.lrr \(line 4\): unknown key \(did you mean 'optim\.lr'\?\); allowed: optim\.name"),
     ("base_key_without_section", "name: x\nbase: {lr: 0.1}\n", r"base\.lr \(line 2\): unknown key \(did you mean "
                                                                r"'optim\.lr'\?\)"),
-    ("base_out_of_range", "name: x\nbase:\n  optim.lr: -1\n", r"base\.optim\.lr \(line 3\): Input should be greater "
-                                                              r"than 0 \(got -1\)"),
-    ("base_wrong_type", "name: x\nbase: {epochs: many}\n", r"base\.epochs \(line 2\): Input should be a valid integer"),
+    ("base_out_of_range", "name: x\nbase:\n  optim.lr: -1\n", r"base\.optim\.lr \(line 3\): must be > 0 \(got -1\)"),
+    ("base_wrong_type", "name: x\nbase: {epochs: many}\n",
+     r"base\.epochs \(line 2\): expected an integer \(got 'many'\)"),
     ("base_unknown_value", "name: x\nbase: {mix.preset: cutmx}\n",
      r"base\.mix\.preset \(line 2\): unknown value 'cutmx' \(did you mean 'cutmix'\?\); allowed: none"),
-    ("base_unknown_dataset", "name: x\nbase: {dataset: cifar1O}\n", r"base\.dataset \(line 2\): unknown dataset "
-                                                                    r"'cifar1O' \(did you mean 'cifar10'\?\); known:"),
+    ("base_unknown_dataset", "name: x\nbase: {dataset: cifar1O}\n",
+     r"base\.dataset \(line 2\): unknown dataset 'cifar1O' \(did you mean 'cifar10'\?\); allowed: cifar10, "),
     ("base_unknown_data_option", "name: x\nbase: {data.clutterr: 1}\n", r"base\.data\.clutterr \(line 2\): unknown "
                                                                         r"option for dataset 'synthetic_salient' \(did "
                                                                         r"you mean 'data\.clutter'\?\); allowed:"),
@@ -119,7 +120,7 @@ MALFORMED = [
     ("factor_in_base", "name: x\nbase: {mix.preset: cutmix}\nfactors:\n  mix.preset: [cutmix, mixup]\n",
      r"factors\.mix\.preset \(line 4\): also fixed in base \(base\.mix\.preset = cutmix\)"),
     ("factor_unknown_key", "name: x\nbase: {mix.preset: saliencymix}\nfactors:\n  mix.selction: [random]\n",
-     r"factors\.mix\.selction \(line 4\): unknown key \(did you mean 'mix\.selection'\?\); known: mix\.preset"),
+     r"factors\.mix\.selction \(line 4\): unknown key \(did you mean 'mix\.selection'\?\); allowed: mix\.preset"),
     ("factor_unknown_value", "name: x\nbase: {mix.preset: saliencymix}\nfactors:\n  mix.selection:\n"
                              "    - salient_to_salient\n    - random\n    - salient_to_slient\n",
      r"factors\.mix\.selection\[2\] \(line 7\): unknown value 'salient_to_slient' \(did you mean 'salient_to_salient'"
@@ -135,7 +136,8 @@ MALFORMED = [
      r"factors \(line 2\): the combination mix\.preset=none × mix\.prob=0\.5 is invalid: "
      r"mix\.preset=none does not mix"),
     ("factor_bad_combination_preset", "name: x\nfactors:\n  mix.preset: [cutmix, mixup]\n  mix.selection: [random]\n",
-     r"the combination mix\.preset=mixup × mix\.selection=random is invalid: .*does not apply to mix\.mask=blend"),
+     r"factors \(line 2\): the combination mix\.preset=mixup × mix\.selection=random is invalid: .*does not apply to "
+     r"mix\.mask=blend"),
     ("factor_level_invalid_with_base", "name: x\nbase: {mix.preset: cutmix}\nfactors:\n"
                                        "  mix.selection: [random, salient_to_salient]\n",
      r"factors\.mix\.selection\[1\] \(line 4\): mix\.selection=salient_to_salient fails with the base config: .*needs "
@@ -156,7 +158,7 @@ MALFORMED = [
     ("too_many_trials", "name: x\nbase: {mix.preset: cutmix}\nfactors:\n  optim.lr: [0.1, 0.2]\nseeds: 5001\n",
      r"factors \(line 3\): the grid has 10002 trials \(2 optim\.lr x 5001 seeds\); the limit is 10000"),
     ("search_unknown_algorithm", "name: x\nsearch: {algorithm: random}\n",
-     r"search\.algorithm \(line 2\): Input should be 'grid' or 'optuna' \(got 'random'\)"),
+     r"search\.algorithm \(line 2\): unknown value 'random'; allowed: grid, optuna$"),
     ("search_unknown_key", "name: x\nsearch: {algorithm: grid, num_trails: 3}\n",
      r"search\.num_trails \(line 2\): unknown key \(did you mean 'num_trials'\?\); allowed: algorithm"),
     ("grid_with_space", "name: x\nsearch: {algorithm: grid, space: {optim.lr: 'uniform(0.1, 0.2)'}}\n",
@@ -165,7 +167,7 @@ MALFORMED = [
      r"search\.num_trials \(line 2\): search\.algorithm=optuna needs num_trials"),
     ("optuna_num_trials_zero",
      "name: x\nsearch: {algorithm: optuna, num_trials: 0, space: {optim.lr: 'uniform(0.1,1)'}}",
-     r"search\.num_trials \(line 2\): Input should be greater than or equal to 1 \(got 0\)"),
+     r"search\.num_trials \(line 2\): must be >= 1 \(got 0\)"),
     ("optuna_no_space", "name: x\nsearch: {algorithm: optuna, num_trials: 4}\n",
      r"search\.space \(line 2\): search\.algorithm=optuna needs a space"),
     ("optuna_bad_distribution", "name: x\nsearch:\n  algorithm: optuna\n  num_trials: 4\n  space:\n"
@@ -207,12 +209,25 @@ def test_malformed_spec_raises_one_user_error_naming_file_and_field(tmp_path, te
         load_spec(path)
     message = str(info.value)
     assert message.startswith(f"{path}: "), message
-    assert re.search(pattern, message), f"{pattern!r} not in {message!r}"
+    rest = message[len(f"{path}: "):]
+    assert re.match(pattern, rest), f"{pattern!r} does not start {rest!r}"
     assert "\n" not in message and "validation error" not in message and "pydantic" not in message
 
 
-def test_malformed_corpus_is_large():
-    assert len(MALFORMED) >= 25
+@pytest.mark.parametrize(("text", "pattern"), [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+def test_the_line_an_error_names_shows_the_key_at_fault(text, pattern):
+    """What a user does with `FILE: PATH (line N)`: open line N and find the key at fault there - or, for a
+    key that is missing, the section it belongs in; for one item of a list, the item."""
+    with pytest.raises(UserError) as info:
+        parse_spec(text, source="bad.yaml")
+    error = info.value
+    if error.line is None:  # a YAML syntax error (line and column in the text), or a missing field
+        return
+    assert str(error).startswith(f"bad.yaml: {error.where} (line {error.line}): "), str(error)
+    line = text.splitlines()[error.line - 1]
+    names = [p for p in re.split(r"[.\[\]]", error.where) if p and not p.isdigit()]
+    item = error.where.endswith("]") and line.lstrip().startswith("- ")
+    assert item or any(f"{name}:" in line or f"{name}." in line for name in names), (error.where, error.line, text)
 
 
 def test_non_utf8_file_names_line(tmp_path):
@@ -277,8 +292,8 @@ def test_seeds_int_means_range_and_default_is_one_seed():
 
 
 def test_overrides_set_base_keys_and_spec_fields():
-    spec = load_spec("smoke", {"epochs": "1", "optim.lr": 0.2, "seeds": "3", "resources.gpu": "0.5",
-                               "factors.mix.preset": "[none, cutmix]"})
+    spec = load_spec("smoke", parse_set(["epochs=1", "optim.lr=0.2", "seeds=3", "resources.gpu=0.5",
+                                         "factors.mix.preset=[none, cutmix]"]))
     assert spec.base["epochs"] == 1 and spec.base["optim.lr"] == 0.2
     assert spec.seeds == (0, 1, 2) and spec.resources.gpu == 0.5
     assert spec.factor_levels() == {"mix.preset": ["none", "cutmix"]}
@@ -293,23 +308,36 @@ def test_overrides_set_base_keys_and_spec_fields():
     [({"mix.preset": "cutmix"}, r"--set mix\.preset: mix\.preset is a factor of this spec \(levels: none, mixup, "
                                 r"cutmix, saliencymix\); .*--set 'factors\.mix\.preset=\[\.\.\.\]'"),
      ({"optim.lrr": 0.1}, r"base\.optim\.lrr \(from --set optim\.lrr\): unknown key \(did you mean 'optim\.lr'\?\)"),
-     ({"optim.lr": "-1"}, r"base\.optim\.lr \(from --set optim\.lr\): Input should be greater than 0 \(got -1\)"),
+     ({"optim.lr": -1}, r"base\.optim\.lr \(from --set optim\.lr\): must be > 0 \(got -1\)"),
      ({"seed": 3}, r"--set seed: seeds are their own axis; use --set seeds=N"),
      ({"seeds": 0}, r"seeds \(from --set seeds\): 0 seeds is no sweep"),
-     ({"factors.mix.preset": "[none, cutmx]"},
+     ({"experiment": 123}, r"experiment \(from --set experiment\): expected a string \(got 123\)"),
+     ({"factors.mix.preset": ["none", "cutmx"]},
       r"factors\.mix\.preset\[1\] \(from --set factors\.mix\.preset\): unknown value 'cutmx' \(did you mean "
       r"'cutmix'\?\)")],
 )
 def test_bad_overrides(overrides, pattern):
-    with pytest.raises(UserError, match=pattern):
+    with pytest.raises(UserError, match=rf"^search_spaces:smoke: {pattern}"):
         load_spec("smoke", overrides)
 
 
-def test_parse_overrides_reads_yaml_values():
-    assert parse_overrides(["optim.lr=0.1", "mix.lam=beta(1,1)", "seeds=[0, 2]", "recipe=fast"]) == {
-        "optim.lr": 0.1, "mix.lam": "beta(1,1)", "seeds": [0, 2], "recipe": "fast"}
-    with pytest.raises(UserError, match=r"--set 'optim\.lr': expected KEY=VALUE"):
-        parse_overrides(["optim.lr"])
+def test_set_reads_values_as_yaml_once():
+    """`--set` values are YAML, read once: a quoted scalar stays a string (`experiment="123"`)."""
+    assert parse_set(["optim.lr=0.1", "mix.lam=beta(1,1)", "seeds=[0, 2]", "recipe=fast", 'experiment="123"',
+                      "name='007'", "amp=true", "data.root=", " epochs = 3"]) == {
+        "optim.lr": 0.1, "mix.lam": "beta(1,1)", "seeds": [0, 2], "recipe": "fast", "experiment": "123",
+        "name": "007", "amp": True, "data.root": "", "epochs": 3}
+    for bad in ("optim.lr", "=1"):
+        with pytest.raises(ConfigError, match=r"--set '.*': expected KEY=VALUE") as info:
+            parse_set([bad])
+        assert info.value.keys == ()
+
+
+def test_quoted_set_values_stay_strings_in_the_spec():
+    spec = load_spec("smoke", parse_set(['experiment="123"', 'name="123"', "optim.lr=0.2"]))
+    assert spec.experiment == "123" and spec.name == "123" and spec.base["optim.lr"] == 0.2
+    assert spec.overrides == {"experiment": "123", "name": "123", "optim.lr": 0.2}
+    assert [t.name for t in expand(spec)][:1] == ["none-s0"]
 
 
 # -- distributions ----------------------------------------------------------------------------------------------------
@@ -431,6 +459,33 @@ def test_spec_without_factors_is_one_arm_named_after_the_sweep():
     trials = expand(parse_spec("name: plain\nbase: {mix.preset: cutmix}\nseeds: 3\n"))
     assert [t.name for t in trials] == ["plain-s0", "plain-s1", "plain-s2"] and all(t.levels == {} for t in trials)
     assert len({t.config_hash for t in trials}) == 1
+
+
+def test_every_trial_is_resolved_once_and_kept(monkeypatch):
+    """load_spec resolves each arm once (its seeds differ in `seed` only); expand and the views reuse it."""
+    import orchestrator.spec.check as check
+    from trainables.config import ResolvedTrial, trial_hashes, validate_config
+
+    calls = []
+    monkeypatch.setattr(check, "validate_config", lambda config: calls.append(dict(config)) or validate_config(config))
+    spec = parse_spec(OK)  # 3 arms x 2 seeds
+    assert len(calls) == 3
+    trials = expand(spec)
+    assert spec.base_config(resolved=True)["mix.selection"] == "salient_to_corresponding"
+    assert expand(spec) == trials and len(calls) == 3  # nothing resolved again
+    for t in trials:
+        assert isinstance(t, ResolvedTrial)
+        assert t.cfg == validate_config(t.config) and t.cfg.seed == t.seed  # as if resolved on its own
+        assert (t.config_hash, t.run_hash) == trial_hashes(t.cfg) and t.epochs == t.cfg.epochs == 10
+
+
+def test_resolve_trial_names_a_trial_without_a_name():
+    from trainables.config import resolve_trial, trial_name
+
+    trial = resolve_trial({"mix.preset": "cutmix", "seed": 3})
+    assert trial.name == trial_name(trial.run_hash) == f"trial-{trial.run_hash[:8]}"
+    assert resolve_trial({"mix.preset": "cutmix", "seed": 3}, name="x").name == "x"
+    assert trial.cfg.seed == 3 and trial.epochs == trial.cfg.epochs
 
 
 def test_trials_pickle():

@@ -162,6 +162,25 @@ def test_cli_errors_exit_2_without_traceback(tmp_path):
     assert bad.returncode == 2 and "not valid YAML" in bad.stderr and "line 1" in bad.stderr
 
 
+def test_train_cli_reads_set_values_as_yaml(tmp_path, monkeypatch, capsys):
+    """`python -m trainables.train --set` uses the one `--set` reader: a quoted value stays a string, `--set`
+    wins over --config, and a malformed item is exit 2 with one message."""
+    import trainables.train as entry
+
+    seen = {}
+    monkeypatch.setattr(entry, "train", lambda config, **kw: seen.update(config) or {"final/top1_err": 1.0})
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("optim: {lr: 0.5}\nepochs: 9\n")
+    args = ["--workdir", str(tmp_path / "w"), "--config", str(cfg), "--set", 'data.root="123"', "--set", "epochs=2",
+            "--set", "mix.lam=beta(1,1)", "--set", "sched.milestones=[1, 2]"]
+    assert entry.main(args) == 0
+    assert seen == {"optim.lr": 0.5, "epochs": 2, "data.root": "123", "mix.lam": "beta(1,1)",
+                    "sched.milestones": [1, 2]}
+    capsys.readouterr()
+    assert entry.main(["--workdir", str(tmp_path / "w"), "--set", "epochs"]) == 2
+    assert capsys.readouterr().err == "error: --set 'epochs': expected KEY=VALUE, e.g. --set optim.lr=0.1\n"
+
+
 def test_trial_identity_ignores_where_data_lives_but_not_which_folder_dataset():
     from trainables.config import trial_hashes, validate_config
 

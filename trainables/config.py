@@ -1,27 +1,33 @@
-"""The training configuration: flat dotted keys, validated with pydantic.
+"""The training configuration: flat dotted keys, validated with pydantic; one trial resolved once.
 
 A config is a mapping of dotted keys (`optim.lr`, `mix.saliency`, `data.clutter`, ...); nested
-YAML maps flatten to the same keys. A `recipe` supplies defaults that explicit keys override.
-Every error names the key path and what is allowed (unknown keys get a "did you mean").
+YAML maps flatten to the same keys (`flatten`, the one flattener). A `recipe` supplies defaults that
+explicit keys override. Every error is a `ConfigError` carrying the key(s) at fault and what is
+allowed (unknown keys get a "did you mean"); pydantic's errors become one by their `loc`.
 
     cfg = validate_config({"dataset": "synthetic_salient", "model": "small_cnn", "mix.preset": "cutmix"})
     cfg.flat()   # the resolved config as dotted keys: what MLflow params and config.yaml show
+    trial = resolve_trial(config)   # cfg + config_hash + run_hash + name + epochs, computed once
+    parse_set(["optim.lr=0.1", 'experiment="123"'])   # the one `--set KEY=VALUE` reader (YAML values)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .mixing import FACTOR_KEYS, MixConfig, resolve_mix_config
+from .mixing.errors import ConfigError
 from .mixing.registry import did_you_mean
 from .recipes import RECIPES
-
-
-class ConfigError(ValueError):
-    """A config key or value is wrong; the message names the key path and what is allowed."""
 
 
 class _Strict(BaseModel):
@@ -106,26 +112,124 @@ def known_keys() -> list[str]:
     return keys + ["data.<option>", "model.<option>"] + [f"mix.{k}" for k in FACTOR_KEYS]
 
 
-def flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}; a key given twice (nested and dotted) raises."""
+def flatten(raw: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1}; a key given twice (nested and dotted) raises.
+
+    ConfigError: a key that is not a non-empty string (keys: the map it is in), or a key given twice.
+    """
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        if not isinstance(key, str):
-            raise ConfigError(f"{prefix}{key!r}: config keys must be strings")
+        if not isinstance(key, str) or not key:
+            raise ConfigError(prefix.rstrip(".") or (), f"keys must be non-empty strings (got {show(key)})")
         path = f"{prefix}{key}"
         items = flatten(value, f"{path}.") if isinstance(value, Mapping) else {path: value}
         for k, v in items.items():
             if k in out:
-                raise ConfigError(f"{k}: given twice (as a nested map and as a dotted key)")
+                raise ConfigError(k, "given twice (as a nested map and as a dotted key)")
             out[k] = v
     return out
 
 
-def _pydantic_message(exc: ValidationError, prefix: str = "") -> str:
+def show(value: Any, limit: int = 80) -> str:
+    """`repr(value)`, cut to `limit` characters: how messages quote a value they got."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- `--set KEY=VALUE` -------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A `--set` value read as one YAML value, exactly as in a YAML file: `0.1` a float, `[a, b]` a list,
+    `"123"` the string 123; text that is not valid YAML (or is blank) stays the text."""
+    if not text.strip():
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_set(items: Iterable[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` flags -> {key: value} (values: `parse_value`; a key given again wins).
+
+    The one reader of `--set`, for `mixsweep` and `python -m trainables.train` alike.
+    ConfigError when an item has no `=` or no key.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError((), f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=0.1")
+        out[key.strip()] = parse_value(text)
+    return out
+
+
+# -- pydantic's errors -------------------------------------------------------------------------------
+
+
+def _literal_choices(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[str, ...] | None:
+    """The values of the `Literal[...]` field at `loc` of `model` (through nested models), or None."""
+    kind: Any = model
+    for part in loc:
+        fields = getattr(kind, "model_fields", None)
+        if not isinstance(fields, dict) or part not in fields:
+            return None
+        kind = fields[part].annotation
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # `X | None`
+            members = [a for a in typing.get_args(kind) if a is not type(None)]
+            kind = members[0] if len(members) == 1 else kind
+    if typing.get_origin(kind) is not Literal:
+        return None
+    return tuple(str(a) for a in typing.get_args(kind))
+
+
+#: pydantic error types (`err["type"]`) of a bound -> (its `ctx` key, how we write it)
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+           "less_than_equal": ("le", "<=")}
+#: pydantic error types of a wrong type -> what was expected
+_EXPECTED = {"int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+             "float_type": "a number", "float_parsing": "a number", "bool_type": "true or false",
+             "bool_parsing": "true or false", "string_type": "a string"}
+
+
+def describe_validation_error(err: Mapping[str, Any], model: type[BaseModel]) -> tuple[str, tuple[str, ...] | None]:
+    """(message, allowed) for one of pydantic's `ValidationError.errors()` raised by `model`, in our words.
+
+    Read from the error's structure (`type`, `ctx`, `input`), never from its text: our own validators'
+    exceptions are used as they are; a `Literal` field says "unknown value" and lists its values;
+    bounds and types say what is expected; anything else keeps pydantic's message. Each ends with
+    the value it got.
+    """
+    got, kind, ctx = err.get("input"), err["type"], err.get("ctx") or {}
+    original = ctx.get("error")
+    if isinstance(original, ConfigError):
+        return original.message, original.allowed
+    if isinstance(original, Exception):
+        return f"{original} (got {show(got)})", None
+    if kind == "literal_error":
+        choices = _literal_choices(model, tuple(err["loc"]))
+        if choices is not None:
+            return f"unknown value {show(got)}", choices
+    if kind in _BOUNDS and _BOUNDS[kind][0] in ctx:
+        name, op = _BOUNDS[kind]
+        bound = f"{ctx[name]:g}" if isinstance(ctx[name], float) else ctx[name]
+        return f"must be {op} {bound} (got {show(got)})", None
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]} (got {show(got)})", None
+    return f"{err['msg']} (got {show(got)})", None
+
+
+def _from_validation(exc: ValidationError, model: type[BaseModel], section: str = "") -> ConfigError:
+    """The first of pydantic's errors as a ConfigError on the config key its `loc` names."""
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"])
-    got = err.get("input")
-    return f"{prefix}{loc}: {err['msg']} (got {got!r})"
+    loc = tuple(err["loc"])
+    message, allowed = describe_validation_error(err, model)
+    if len(loc) > 1:  # inside a field's value (an item of a list): say where in it
+        message = "at " + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[1:]).lstrip(".") \
+            + f": {message}"
+    key = ".".join(p for p in (section, str(loc[0]) if loc else "") if p)
+    return ConfigError(key or (), message, allowed)
 
 
 def _suggest(key: str, known: list[str]) -> str:
@@ -137,28 +241,28 @@ def _suggest(key: str, known: list[str]) -> str:
 def _check_options(prefix: str, kind: str, name: str, opts: dict[str, Any], allowed: list[str] | None) -> None:
     if allowed is None:
         return
+    dotted = [f"{prefix}.{a}" for a in allowed]
     for key in opts:
         if key not in allowed:
-            dotted = [f"{prefix}.{a}" for a in allowed]
-            raise ConfigError(f"{prefix}.{key}: unknown option for {kind} {name!r}"
-                              f"{did_you_mean(f'{prefix}.{key}', dotted)}; allowed: {', '.join(dotted) or '(none)'}")
+            raise ConfigError(f"{prefix}.{key}", f"unknown option for {kind} {name!r}"
+                              f"{did_you_mean(f'{prefix}.{key}', dotted)}", dotted, context=(kind,), unknown=True)
 
 
 def validate_config(raw: Mapping[str, Any] | TrainConfig) -> TrainConfig:
-    """Validate a (nested or dotted) config mapping into a frozen `TrainConfig`."""
+    """Validate a (nested or dotted) config mapping into a frozen `TrainConfig`; ConfigError otherwise."""
     if isinstance(raw, TrainConfig):
         return raw
     from .data import DATASETS
     from .data.base import dataset_options
-    from .models import model_options
+    from .models import MODELS, TV_PREFIX, list_models, model_options
 
     flat = flatten(raw)
     recipe = flat.get("recipe")
     if recipe is not None:
-        try:
-            flat = {**RECIPES.get(recipe), **flat}
-        except ValueError as exc:
-            raise ConfigError(f"recipe: {exc}") from None
+        if not isinstance(recipe, str) or recipe not in RECIPES:
+            raise ConfigError("recipe", f"unknown recipe {show(recipe)}{did_you_mean(str(recipe), RECIPES.names())}",
+                              RECIPES.names())
+        flat = {**RECIPES.get(recipe), **flat}
     fields: dict[str, Any] = {"data": {}, "model_opts": {}, "optim": {}, "sched": {}, "eval": {}}
     mix: dict[str, Any] = {}
     for key, value in flat.items():
@@ -174,32 +278,28 @@ def validate_config(raw: Mapping[str, Any] | TrainConfig) -> TrainConfig:
         elif head in _SECTIONS and rest:
             if rest not in _SECTIONS[head].model_fields:
                 allowed = [f"{head}.{k}" for k in _SECTIONS[head].model_fields]
-                raise ConfigError(f"{key}: unknown key{_suggest(key, allowed)}; allowed: {', '.join(allowed)}")
+                raise ConfigError(key, f"unknown key{_suggest(key, allowed)}", allowed, unknown=True)
             fields[head][rest] = value
         else:
-            raise ConfigError(f"{key}: unknown key{_suggest(key, known_keys())}; "
-                              f"known: {', '.join(known_keys())}")
-    try:
-        fields["mix"] = resolve_mix_config(mix)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+            raise ConfigError(key, f"unknown key{_suggest(key, known_keys())}", known_keys(), unknown=True)
+    fields["mix"] = resolve_mix_config(mix)
     for section in _SECTIONS:
         try:
             fields[section] = _SECTIONS[section](**fields[section])
         except ValidationError as exc:
-            raise ConfigError(_pydantic_message(exc, f"{section}.")) from None
+            raise _from_validation(exc, _SECTIONS[section], section) from None
     try:
         cfg = TrainConfig(**fields)
     except ValidationError as exc:
-        raise ConfigError(_pydantic_message(exc)) from None
+        raise _from_validation(exc, TrainConfig) from None
     if cfg.dataset not in DATASETS:
-        raise ConfigError(f"dataset: unknown dataset {cfg.dataset!r}"
-                          f"{did_you_mean(cfg.dataset, DATASETS.names())}; known: {', '.join(DATASETS.names())}")
+        raise ConfigError("dataset", f"unknown dataset {cfg.dataset!r}{did_you_mean(cfg.dataset, DATASETS.names())}",
+                          DATASETS.names())
     _check_options("data", "dataset", cfg.dataset, cfg.data, dataset_options(cfg.dataset))
-    try:
-        allowed_model_opts = model_options(cfg.model)
-    except ValueError as exc:
-        raise ConfigError(f"model: {exc}") from None
+    if not cfg.model.startswith(TV_PREFIX) and cfg.model not in MODELS:
+        raise ConfigError("model", f"unknown model {cfg.model!r}{did_you_mean(cfg.model, MODELS.names())}",
+                          list_models())
+    allowed_model_opts = model_options(cfg.model)
     allowed = None if allowed_model_opts is None else list(allowed_model_opts)
     _check_options("model", "model", cfg.model, cfg.model_opts, allowed)
     return cfg
@@ -224,9 +324,6 @@ def trial_hashes(cfg: TrainConfig) -> tuple[str, str]:
     `uniform(0,1)` vs `uniform(0.0, 1.0)`, hash the same; `mix.preset` is part of it, so a preset
     and its factors spelled out by hand do not), minus execution details (`identity`).
     """
-    import hashlib
-    import json
-
     flat = identity(cfg.flat())
     seed = flat.pop("seed")
 
@@ -234,3 +331,54 @@ def trial_hashes(cfg: TrainConfig) -> tuple[str, str]:
         return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     return digest(flat), digest({**flat, "seed": seed})
+
+
+# -- one trial, resolved once ---------------------------------------------------------------------------
+
+
+def trial_name(run_hash: str) -> str:
+    """The name of a trial that has no readable one (a sampled trial): `trial-<first 8 of its run_hash>`."""
+    return f"trial-{run_hash[:8]}"
+
+
+@dataclass(frozen=True)
+class ResolvedTrial:
+    """One trial's config, resolved once: what it runs, who it is, what it is called.
+
+    Made by `resolve_trial` (or, for every trial of a grid, by `orchestrator.spec.expand`) and passed
+    along instead of resolving the config again: the driver's check, launch, progress and sync read it.
+    """
+
+    cfg: TrainConfig  #: the validated, resolved config
+    config_hash: str  #: 12 hex digits of the resolved config without the seed (`trial_hashes`)
+    run_hash: str  #: 12 hex digits with the seed: the trial's identity and workdir name
+    name: str  #: short display and MLflow run name, unique in its sweep
+    epochs: int  #: epochs the trial trains (`cfg.epochs`)
+
+
+def resolve_trial(config: Mapping[str, Any] | TrainConfig, name: str | None = None) -> ResolvedTrial:
+    """Validate `config` once and derive the trial's identity; `name` defaults to `trial_name(run_hash)`.
+
+    ConfigError as `validate_config`."""
+    cfg = validate_config(config)
+    config_hash, run_hash = trial_hashes(cfg)
+    return ResolvedTrial(cfg, config_hash, run_hash, name or trial_name(run_hash), cfg.epochs)
+
+
+__all__ = [
+    "NOT_IDENTITY",
+    "ConfigError",
+    "ResolvedTrial",
+    "TrainConfig",
+    "describe_validation_error",
+    "flatten",
+    "identity",
+    "known_keys",
+    "parse_set",
+    "parse_value",
+    "resolve_trial",
+    "show",
+    "trial_hashes",
+    "trial_name",
+    "validate_config",
+]

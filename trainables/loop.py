@@ -64,7 +64,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was requested but no CUDA device is available here (use auto or cpu)")
+        raise ConfigError("device", "'cuda' was requested but no CUDA device is available here (use auto or cpu)")
     return torch.device(name)
 
 

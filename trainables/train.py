@@ -38,7 +38,7 @@ import yaml
 from torch import Tensor
 
 from .checkpoint import load_latest, save_checkpoint
-from .config import ConfigError, TrainConfig, flatten, identity, validate_config
+from .config import ConfigError, TrainConfig, flatten, identity, parse_set, validate_config
 from .files import atomic_write_text
 from .loop import TrainingDiverged, TrainState, TrialSetup, build_trial, run_epoch
 from .mixing import MixOutput
@@ -131,9 +131,9 @@ def read_config(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise ConfigError((), f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path} cannot be read (expected a mapping of config keys, got {type(data).__name__})")
+        raise ConfigError((), f"{path} cannot be read (expected a mapping of config keys, got {type(data).__name__})")
     return data
 
 
@@ -152,14 +152,14 @@ def _check_workdir_config(workdir: Path, cfg: TrainConfig, *, owned: bool) -> No
         theirs = identity(read_config(path))
     except ConfigError as exc:
         if not owned:
-            raise ConfigError(f"{exc}; it records which config {workdir} belongs to: delete it if the folder is "
+            raise ConfigError((), f"{exc}; it records which config {workdir} belongs to: delete it if the folder is "
                               "this run's, or use another --workdir") from None
         _log(f"mixsweep: {exc}; rewriting it (this trial's folder is named after its config)")
         write_config(workdir, cfg)
         return
     if theirs != mine:
         diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-        raise ConfigError(f"{workdir} holds a run with a different config (differs in: {', '.join(diff)}); "
+        raise ConfigError((), f"{workdir} holds a run with a different config (differs in: {', '.join(diff)}); "
                           "use another --workdir")
 
 
@@ -209,29 +209,18 @@ def train(config: Mapping[str, Any] | TrainConfig, *, workdir: str | Path, on_ep
     return _run(setup, state, trial_dir, on_epoch, verbose)  # at once when killed between checkpoint and final
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """`--set key=value` pairs; values are parsed as YAML scalars (numbers, booleans, lists)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return out
-
-
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+        raise ConfigError((), f"config file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError((), f"{path}: not valid YAML: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of config keys, got {type(data).__name__}")
+        raise ConfigError((), f"{path}: the top level must be a mapping of config keys, got {type(data).__name__}")
     return data
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .config import ConfigError, trial_hashes, validate_config
+from .config import ConfigError, resolve_trial
 from .files import disk_full
 from .loop import pick_device
 from .meta import TrialMeta
@@ -102,13 +102,13 @@ def run_trial(config: dict[str, Any]) -> None:
     trial_id = ctx.get_trial_id()
     node_id = ray.get_runtime_context().get_node_id()
     try:
-        cfg = validate_config(raw)
+        trial = resolve_trial(raw, name=meta.run_name or None)
     except ConfigError as exc:  # the driver checked it; a worker with other registries may still refuse it
         return _fail(meta.trial_dir, None, f"ConfigError: {exc}", 0, node_id, meta.run_hash)
+    cfg = trial.cfg
     if not meta.run_hash:  # sampled by a search algorithm: identity known only now
-        config_hash, run_hash = trial_hashes(cfg)
-        meta = meta.identified(config_hash=config_hash, run_hash=run_hash,
-                               run_name=meta.run_name or f"trial-{run_hash[:8]}")
+        meta = meta.identified(config_hash=trial.config_hash, run_hash=trial.run_hash,
+                               run_name=meta.run_name or trial.name)
         if meta.trials_dir:
             # the params as sampled, so that a later launch of the search can run this trial again
             meta.trial_dir.write_sampled(config["config"])

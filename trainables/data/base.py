@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from ..mixing.errors import ConfigError
 from ..mixing.registry import Registry, did_you_mean
 
 DEFAULT_ROOT = "~/.cache/mixsweep/data"
@@ -113,16 +114,15 @@ def dataset_options(name: str) -> list[str]:
 
 
 def build_dataset(name: str, **options: Any) -> DatasetBundle:
-    """Build dataset `name` with `options`; unknown names and unknown options raise `ValueError`."""
+    """Build dataset `name` with `options`; an unknown name raises `ValueError`, an unknown option
+    `ConfigError` (a ValueError; keys: `data.<option>`)."""
     builder = DATASETS.get(name)
     allowed = dataset_options(name)
     unknown = [k for k in options if k not in allowed]
     if unknown:
         bad = unknown[0]
-        raise ValueError(
-            f"dataset {name!r}: unknown option {bad!r} (data.{bad}){did_you_mean(bad, allowed)}; "
-            f"allowed: {', '.join(allowed)}"
-        )
+        raise ConfigError(f"data.{bad}", f"dataset {name!r}: unknown option {bad!r}{did_you_mean(bad, allowed)}",
+                          allowed, context=("dataset",), unknown=True)
     return builder(**options)
 
 

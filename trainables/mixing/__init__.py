@@ -14,6 +14,7 @@ No Ray, MLflow or OpenCV import at module level (OpenCV is a lazily imported ref
 """
 
 from .config import FACTOR_KEYS, MixConfig, factor_values, list_presets, resolve_mix_config
+from .errors import ConfigError
 from .lam import LamDistribution, parse_lam
 from .mixer import Mixer, MixInfo, MixOutput, build_mixer
 from .pairing import PAIRINGS
@@ -26,6 +27,7 @@ __all__ = [
     "PAIRINGS",
     "SALIENCY",
     "SELECTIONS",
+    "ConfigError",
     "LamDistribution",
     "MixConfig",
     "MixInfo",

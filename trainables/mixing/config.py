@@ -10,7 +10,8 @@ Resolution rules:
 3. a preset value that does not apply to the final mask is dropped silently, a USER key that
    does not apply raises (it would silently do nothing in a sweep);
 4. missing applicable fields get defaults; every value is checked against its registry.
-Every error is a ValueError naming the key, the value and what is allowed.
+Every error is a `ConfigError` (a ValueError) that carries the keys involved, the value and what is
+allowed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
+from .errors import ConfigError
 from .labels import LABELS
 from .lam import parse_lam
 from .masks import MASKS
@@ -195,8 +197,7 @@ def preset_summary(name: str) -> str:
 
 def _choice(key: str, value: object, allowed: list[str] | tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in allowed:
-        hint = did_you_mean(str(value), list(allowed))
-        raise ValueError(f"mix.{key}: unknown value {value!r}{hint}; allowed: {', '.join(allowed)}")
+        raise ConfigError(f"mix.{key}", f"unknown value {value!r}{did_you_mean(str(value), list(allowed))}", allowed)
     return value
 
 
@@ -206,11 +207,11 @@ def _number(key: str, value: object, lo: float, hi: float, *, integer: bool = Fa
             value = int(value) if integer and value.strip().lstrip("+-").isdigit() else float(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
         kind = "an integer" if integer else "a number"
-        raise ValueError(f"mix.{key}: expected {kind}, got {value!r}")
+        raise ConfigError(f"mix.{key}", f"expected {kind}, got {value!r}")
     ok = (lo < value if lo_open else lo <= value) and value <= hi
     if not ok:
         bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
-        raise ValueError(f"mix.{key}: {value!r} is out of range {bound}")
+        raise ConfigError(f"mix.{key}", f"{value!r} is out of range {bound}")
     return int(value) if integer else float(value)
 
 
@@ -259,19 +260,24 @@ def _defaults(cfg: MixConfig) -> MixConfig:
 
 
 def saliency_readers(cfg: MixConfig) -> list[str]:
-    """The factors of `cfg` that read a saliency map (`mix.key=value` each); none when nothing mixes."""
+    """The factors of `cfg` that read a saliency map (their `mix.*` keys); none when nothing mixes."""
     if cfg.mask is None:
         return []
     readers = []
     if MASKS.get(cfg.mask).reads_saliency:
-        readers.append(f"mix.mask={cfg.mask}")
+        readers.append("mix.mask")
     if cfg.selection not in (None, "random"):
-        readers.append(f"mix.selection={cfg.selection}")
+        readers.append("mix.selection")
     if PAIRINGS.get(cfg.pairing).needs_distance:
-        readers.append(f"mix.pairing={cfg.pairing}")
+        readers.append("mix.pairing")
     if LABELS.get(cfg.label).reads_saliency:
-        readers.append(f"mix.label={cfg.label}")
+        readers.append("mix.label")
     return readers
+
+
+def _setting(cfg: MixConfig, key: str) -> str:
+    """`mix.selection=salient_to_salient`: a factor and its value, as messages name them."""
+    return f"{key}={getattr(cfg, key.removeprefix('mix.'))}"
 
 
 def _check_combination(cfg: MixConfig) -> None:
@@ -279,24 +285,28 @@ def _check_combination(cfg: MixConfig) -> None:
         return
     needs_saliency = saliency_readers(cfg)
     if cfg.saliency == "none" and needs_saliency:
-        raise ValueError(
-            f"{', '.join(needs_saliency)} needs a saliency detector but mix.saliency is 'none'; "
-            f"allowed: {', '.join(SALIENCY.names())}"
-        )
+        raise ConfigError(
+            (*needs_saliency, "mix.saliency"),
+            f"{', '.join(_setting(cfg, k) for k in needs_saliency)} needs a saliency detector but mix.saliency is "
+            f"'none'", SALIENCY.names())
     pairing = PAIRINGS.get(cfg.pairing)
     if pairing.box_only and cfg.mask != "box":
-        raise ValueError(f"mix.pairing={cfg.pairing} cannot be used with mix.mask={cfg.mask}: {pairing.restriction}; "
-                         f"it is allowed with mix.mask=box only (use mix.pairing=greedy_local)")
+        raise ConfigError(("mix.pairing", "mix.mask"),
+                          f"mix.pairing={cfg.pairing} cannot be used with mix.mask={cfg.mask}: {pairing.restriction}; "
+                          f"it is allowed with mix.mask=box only (use mix.pairing=greedy_local)")
     if cfg.scope == "per_batch":
         fix = "; set mix.scope: per_sample to draw per pair"
         if pairing.needs_distance or LABELS.get(cfg.label).reads_saliency:
-            raise ValueError(f"mix.scope=per_batch uses the saliency of ONE image for the whole batch; it cannot feed "
-                             f"mix.pairing={cfg.pairing} or mix.label={cfg.label}, which need every image's map{fix}")
+            raise ConfigError(("mix.scope", "mix.pairing", "mix.label"),
+                              f"mix.scope=per_batch uses the saliency of ONE image for the whole batch; it cannot feed "
+                              f"mix.pairing={cfg.pairing} or mix.label={cfg.label}, which need every image's map{fix}")
         if not MASKS.get(cfg.mask).per_batch:
             allowed = ", ".join(n for n in MASKS.names() if MASKS.get(n).per_batch)
-            raise ValueError(f"mix.scope=per_batch applies to masks {allowed}, not mix.mask={cfg.mask}{fix}")
+            raise ConfigError(("mix.scope", "mix.mask"),
+                              f"mix.scope=per_batch applies to masks {allowed}, not mix.mask={cfg.mask}{fix}")
         if cfg.selection is not None and SELECTIONS.get(cfg.selection).target != "corresponding":
-            raise ValueError(
+            raise ConfigError(
+                ("mix.scope", "mix.selection"),
                 f"mix.scope=per_batch pastes one box at the same place in every image, so it needs a selection "
                 f"that pastes to the corresponding location (salient_to_corresponding, random), "
                 f"not {cfg.selection}{fix}"
@@ -308,25 +318,24 @@ def resolve_mix_config(raw: Mapping[str, object] | MixConfig | None = None) -> M
     if isinstance(raw, MixConfig):
         return raw
     raw = dict(raw or {})
+    known = [f"mix.{k}" for k in FACTOR_KEYS]
     for key in raw:
         if key not in FACTOR_KEYS:
-            raise ValueError(
-                f"unknown mixing key 'mix.{key}'{did_you_mean(f'mix.{key}', ['mix.' + k for k in FACTOR_KEYS])}; "
-                f"known: {', '.join('mix.' + k for k in FACTOR_KEYS)}"
-            )
+            raise ConfigError(f"mix.{key}", f"unknown key{did_you_mean(f'mix.{key}', known)}", known, unknown=True)
     preset = raw.get("preset")
     if preset is None and "mask" not in raw:
         preset = "none"
     base: dict[str, object] = dict(PRESETS.get(_choice("preset", preset, list_presets()))) if preset else {}
     restated = {k for k in raw if k in base and raw[k] == base[k]}  # what `flat()` writes back: the preset's own
     if preset == "none" and set(raw) - {"preset", *restated}:
-        extra = ", ".join(f"mix.{k}" for k in raw if k != "preset" and k not in restated)
-        raise ValueError(f"mix.preset=none does not mix, so it takes no other mix.* keys (got {extra})")
+        extra = [f"mix.{k}" for k in raw if k != "preset" and k not in restated]
+        raise ConfigError(("mix.preset", *extra),
+                          f"mix.preset=none does not mix, so it takes no other mix.* keys (got {', '.join(extra)})")
 
     user = {k: v for k, v in raw.items() if k != "preset"}
     merged = {**base, **user}
     if merged.get("pairing") in REMOVED_PAIRINGS:
-        raise ValueError(f"mix.pairing: {merged['pairing']!r} {REMOVED_PAIRINGS[merged['pairing']]}")
+        raise ConfigError("mix.pairing", f"{merged['pairing']!r} {REMOVED_PAIRINGS[merged['pairing']]}")
     if "mask" in merged and merged["mask"] is not None:
         _choice("mask", merged["mask"], MASKS.names())
     for key, allowed in (("saliency", ["none", *SALIENCY.names()]), ("selection", SELECTIONS.names()),
@@ -339,7 +348,7 @@ def resolve_mix_config(raw: Mapping[str, object] | MixConfig | None = None) -> M
         try:
             merged["lam"] = str(parse_lam(merged["lam"]))
         except ValueError as exc:
-            raise ValueError(f"mix.lam: {exc}") from None
+            raise ConfigError("mix.lam", str(exc)) from None
     if "prob" in merged:
         merged["prob"] = _number("prob", merged["prob"], 0.0, 1.0)
     if "graft_grid" in merged:
@@ -361,7 +370,9 @@ def resolve_mix_config(raw: Mapping[str, object] | MixConfig | None = None) -> M
             continue
         default = MixConfig.__dataclass_fields__[key].default
         if key in user and user[key] != default:
-            raise ValueError(
+            reason = "mix.saliency" if key == "saliency_input" else "mix.mask"
+            raise ConfigError(
+                (f"mix.{key}", reason, *(["mix.preset"] if preset else [])),
                 f"mix.{key}={user[key]!r} does not apply to "
                 + (_one_input(cfg) if key == "saliency_input" else f"mix.mask={cfg.mask}")
                 + f" (preset {preset!r}); remove it or change the mask"

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import importlib
 import inspect
-import re
 from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
 
+from trainables.mixing.errors import ConfigError
 from trainables.mixing.registry import did_you_mean
 from trainables.models._base import BUILDER_ARGS, MODELS, Normalize, NormalizedModel
 
@@ -61,8 +60,9 @@ def build_model(
         `NormalizedModel` with `.normalize` (a `Normalize`) and `.net` (the network).
 
     Raises:
-        ValueError: unknown model or torchvision name (with the close names), unknown option (with the
-            allowed ones), or a bad value for an option, `num_classes`, `image_size`, `mean` or `std`.
+        ValueError: unknown model or torchvision name (with the close names), or a bad value for an
+            option, `num_classes`, `image_size`, `mean` or `std`.
+        ConfigError (a ValueError): an unknown option (keys: `model.<option>`, with the allowed ones).
     """
     if not isinstance(name, str):
         raise ValueError(f"model name must be a string; got {name!r}")
@@ -77,11 +77,13 @@ def build_model(
         allowed = _builder_options(builder)
         unknown = sorted(k for k in opts if k not in allowed)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
+                [f"model.{k}" for k in unknown],
                 f"model {name!r} has no option {', '.join(map(repr, unknown))}"
                 f"{did_you_mean(unknown[0], list(allowed))}; allowed options for {name!r}: "
                 f"{', '.join(f'{k} (default {v!r})' for k, v in allowed.items()) or 'none'} "
-                f"(set them as model.<option> in the config)"
+                f"(set them as model.<option> in the config)",
+                context=("model",), unknown=True,
             )
         net = builder(num_classes=num_classes, image_size=size, in_chans=normalize.num_channels, **opts)
     return NormalizedModel(net, normalize, name=name, num_classes=num_classes, image_size=size)
@@ -179,51 +181,35 @@ def _build_torchvision(
     kwargs.update(opts)
     try:
         return tvm.get_model(tv_name, weights=None, num_classes=num_classes, **kwargs)
-    except TypeError as e:
-        msg = str(e)
-        bad = re.search(r"keyword argument '(\w+)'", msg)
-        if bad is None or bad.group(1) not in opts:
-            raise
-        if "multiple values" in msg:
-            raise ValueError(
-                f"model {model!r}: option {bad.group(1)!r} is fixed by torchvision's {tv_name} builder"
-            ) from None
-        allowed = _tv_constructor_options(msg)
-        raise ValueError(
-            f"model {model!r} has no option {bad.group(1)!r}"
-            f"{did_you_mean(bad.group(1), allowed)}; options of the torchvision constructor: "
-            f"{', '.join(allowed) or 'see the torchvision docs'}"
-        ) from None
+    except TypeError:
+        _check_tv_options(tv_name, num_classes, {k: v for k, v in kwargs.items() if k not in opts}, opts)
+        raise
     except (ValueError, AssertionError) as e:
         raise ValueError(f"model {model!r} with image_size={size} and options {opts}: {e}") from e
 
 
-def _tv_constructor_options(type_error: str) -> list[str]:
-    """Keyword options of the class named in "Cls.__init__() got an unexpected keyword argument ..."."""
-    m = re.match(r"(\w+)\.__init__\(\)", type_error)
-    if m is None:
-        return []
-    cls = _find_tv_class(m.group(1))
-    if cls is None:
-        return []
-    params = inspect.signature(cls.__init__).parameters.values()
-    # Parameters without a default are set by the builder (block, layers, patch_size, ...).
-    return [
-        p.name
-        for p in params
-        if p.name not in ("self", *_TV_FIXED)
-        and p.default is not p.empty
-        and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-
-
-def _find_tv_class(cls_name: str) -> type | None:
+def _check_tv_options(tv_name: str, num_classes: int, ours: dict[str, Any], opts: dict[str, Any]) -> None:
+    """After torchvision refused `opts` with a TypeError: compare them with the signature of the class its
+    builder constructs, and raise ConfigError for an option that class does not take, or that the
+    builder sets itself (a parameter without a default: block, layers, patch_size, ...). Returns when
+    neither explains the TypeError (the caller re-raises it)."""
     import torchvision.models as tvm
 
-    if isinstance(getattr(tvm, cls_name, None), type):
-        return getattr(tvm, cls_name)
-    for sub in ("resnet", "vision_transformer", "swin_transformer", "maxvit", "efficientnet", "convnext"):
-        mod = importlib.import_module(f"torchvision.models.{sub}")
-        if isinstance(getattr(mod, cls_name, None), type):
-            return getattr(mod, cls_name)
-    return None
+    model = TV_PREFIX + tv_name
+    cls = type(tvm.get_model(tv_name, weights=None, num_classes=num_classes, **ours))  # the class, built plainly
+    params = {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
+              if name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+    allowed = [name for name, p in params.items() if name not in _TV_FIXED and p.default is not p.empty]
+    unknown = [k for k in opts if k not in params]
+    if unknown:
+        raise ConfigError(
+            [f"model.{k}" for k in unknown],
+            f"model {model!r} has no option {', '.join(map(repr, unknown))}{did_you_mean(unknown[0], allowed)}; "
+            f"options of the torchvision constructor: {', '.join(allowed) or 'see the torchvision docs'}",
+            context=("model",), unknown=True,
+        ) from None
+    fixed = [k for k in opts if params[k].default is params[k].empty]
+    if fixed:
+        raise ConfigError([f"model.{k}" for k in fixed],
+                          f"model {model!r}: option {', '.join(map(repr, fixed))} is fixed by torchvision's "
+                          f"{tv_name} builder", context=("model",)) from None
