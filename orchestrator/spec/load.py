@@ -26,7 +26,7 @@ from trainables.mixing.registry import did_you_mean
 
 from ..errors import UserError
 from .check import check_search
-from .expand import is_grid
+from .expand import expand, is_grid
 from .model import NAME_RULE, AshaSpec, Resources, SearchSpec, SweepSpec
 from .overrides import apply_overrides, set_paths
 from .source_map import USER_FIELDS, FieldError, SourceMap, read_yaml
@@ -85,7 +85,7 @@ def parse_spec(text: str, source: str = "<string>", overrides: Mapping[str, Any]
     try:
         spec = SweepSpec.model_validate({**data, "source": source, "text": text, "overrides": overrides})
         if is_grid(spec):
-            spec.trials  # noqa: B018 - resolves (and keeps) every trial: UserError with the spec line
+            expand(spec)  # resolves every trial, once (the spec keeps them); UserError with the spec line
         else:
             check_search(spec)
     except ValidationError as exc:
