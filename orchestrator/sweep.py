@@ -296,12 +296,10 @@ class SweepSession:
         """What this launch runs, or None when nothing is left; the trials' data files are checked here."""
         spec, state = self.spec, self.state
         if self.grid:
-            todo, history, count, kind = self._plan_grid(), None, None, "launch"
-            count = len(todo)
+            todo, history, kind = self._plan_grid(), None, "launch"
         else:  # a fresh experiment too, its study rebuilt from the storage (see orchestrator.search)
             todo, history, kind = [], self._plan_search(), "search"
-            count = history.num_samples
-        if not count:
+        if not (todo or history and history.num_samples):
             return None
         try:
             check_data([t.cfg for t in todo] or [spec.base_config(resolved=True)], self.address, self.out)
