@@ -40,7 +40,8 @@ def test_run_trial_under_local_ray(tmp_path):
                 "workdir": str(tmp_path / "trials" / f"h{i}"),
                 "tracking_uri": uri, "experiment_id": exp, "sweep_run_id": parent, "git_commit": "abc"}
         trials.append({"config": {**TINY, "mix.preset": preset}, "meta": meta})
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a new instance, never another Ray cluster running on this machine (ray.init() attaches to one)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         results = _tune(trials, tmp_path / "ray", "first")
         assert results.num_errors == 0
