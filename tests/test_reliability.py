@@ -6,6 +6,7 @@ a real `mlflow server`. No mocks.
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -47,7 +48,12 @@ def test_driver_sigkill_then_resume(tmp_path, epochs):
              what="a finished trial", proc=proc, poll=0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(2)  # the driver's Ray processes die with it (fate sharing); let them go
+    # Ray fate-shares its processes with the driver, but a busy worker can take seconds to notice and may
+    # finish its trial meanwhile; stop what the killed driver left (as `resume` would first) before counting
+    from orchestrator.launch import leftover_ray_processes, stop_processes
+    from orchestrator.storage import sweep_paths
+
+    stop_processes(leftover_ray_processes(json.loads(sweep_paths(storage, "killed").driver.read_text())))
     done_before = {wd: snapshot(wd) for wd in finished(storage, "killed")}
     assert len(done_before) < 6, "the sweep finished before the kill"
     # the killed driver left MLflow runs RUNNING; resume must settle everything
