@@ -56,14 +56,15 @@ def mix_targets(targets: Tensor, partner: Tensor, lam: Tensor) -> Tensor:
 
 
 LABELS: Registry[Label] = Registry("label rule")
-LABELS.register("area", Label("area", lambda w, take, st, ss: area(w), "target weight = 1 - pasted pixel share of "
-                              "a binary mask", binary_only=True, reads_saliency=False),
-                help="target weight = 1 - pasted pixel share of a binary mask")
-LABELS.register("mask_mean", Label("mask_mean", lambda w, take, st, ss: mask_mean(w), "target weight = mean of the "
-                                   "soft mask", binary_only=False, reads_saliency=False),
-                help="target weight = mean of the soft mask")
-LABELS.register("saliency_mass",
-                Label("saliency_mass", lambda w, take, st, ss: saliency_mass(st, ss, 1.0 - w, take),
-                      "share of each image's saliency that survives (Saliency Grafting)", binary_only=False,
-                      reads_saliency=True),
-                help="share of each image's saliency that survives (Saliency Grafting)")
+
+
+def _register(name: str, weight: Callable, doc: str, *, binary_only: bool, reads_saliency: bool) -> None:
+    LABELS.register(name, Label(name, weight, doc, binary_only=binary_only, reads_saliency=reads_saliency), help=doc)
+
+
+_register("area", lambda w, take, st, ss: area(w), "target weight = 1 - pasted pixel share of a binary mask",
+          binary_only=True, reads_saliency=False)
+_register("mask_mean", lambda w, take, st, ss: mask_mean(w), "target weight = mean of the soft mask",
+          binary_only=False, reads_saliency=False)
+_register("saliency_mass", lambda w, take, st, ss: saliency_mass(st, ss, 1.0 - w, take),
+          "share of each image's saliency that survives (Saliency Grafting)", binary_only=False, reads_saliency=True)
