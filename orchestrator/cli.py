@@ -18,90 +18,89 @@ import sys
 from collections.abc import Sequence
 from contextlib import suppress
 
+from trainables.mixing.errors import ConfigError
+from trainables.mixing.lazy import lazy_import
+
 from .errors import UserError
-from .storage import DEFAULT_STORAGE, resolve_storage
+from .storage import DEFAULT_STORAGE, SweepState, resolve_storage, sweep_paths
+
+# The modules behind the subcommands, bound by name and imported when a command first uses them
+# (`trainables.mixing.lazy`): `--help` imports none of them, `validate` / `list` / `status` import
+# neither Ray, MLflow nor torch, which `run`, `report` and `fidelity` need.
+config = lazy_import("trainables.config")
+data = lazy_import("trainables.data")
+fidelity = lazy_import("orchestrator.fidelity")
+mix_config = lazy_import("trainables.mixing.config")
+models = lazy_import("trainables.models")
+preview = lazy_import("orchestrator.preview")
+recipes = lazy_import("trainables.recipes")
+report = lazy_import("orchestrator.report")
+spec = lazy_import("orchestrator.spec")
+status = lazy_import("orchestrator.status")
+sweep = lazy_import("orchestrator.sweep")
+sync = lazy_import("orchestrator.sync")
+tracking = lazy_import("orchestrator.tracking")
 
 
 def _overrides(items: list[str]) -> dict:
     """`--set KEY=VALUE` flags, read by the one `--set` reader (values are YAML: `"123"` stays a string)."""
-    from trainables.config import ConfigError, parse_set
-
     try:
-        return parse_set(items)
+        return config.parse_set(items)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .sweep import run_sweep
-
     storage = resolve_storage(args.storage, create=True)
-    return run_sweep(args.spec, storage=storage, tracking_uri=args.tracking_uri, address=args.address,
+    return sweep.run_sweep(args.spec, storage=storage, tracking_uri=args.tracking_uri, address=args.address,
                      overrides=_overrides(args.set), dry_run=args.dry_run, retry_failed=args.retry_failed)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    from .sweep import resume_sweep
-
-    return resume_sweep(args.name, storage=resolve_storage(args.storage, create=False), address=args.address,
+    return sweep.resume_sweep(args.name, storage=resolve_storage(args.storage, create=False), address=args.address,
                         retry_failed=args.retry_failed)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .status import sweep_status
-
-    return sweep_status(args.name, storage=resolve_storage(args.storage, create=False))
+    return status.sweep_status(args.name, storage=resolve_storage(args.storage, create=False))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import report_sweep
-
-    files = report_sweep(args.name, storage=resolve_storage(args.storage, create=False), out_dir=args.out)
+    files = report.report_sweep(args.name, storage=resolve_storage(args.storage, create=False), out_dir=args.out)
     print(files["report.md"].read_text())
     print("written and logged on the sweep run: " + ", ".join(str(p) for p in files.values()), file=sys.stderr)
     return 0
 
 
 def _cmd_sync(args: argparse.Namespace) -> int:
-    from .sync import sync_sweep
-
-    return sync_sweep(args.name, storage=resolve_storage(args.storage, create=False))
+    return sync.sync_sweep(args.name, storage=resolve_storage(args.storage, create=False))
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from .spec import expand, is_grid, load_spec
-
-    spec = load_spec(args.spec, overrides=_overrides(args.set))
-    for warning in spec.warnings():
+    loaded = spec.load_spec(args.spec, overrides=_overrides(args.set))
+    for warning in loaded.warnings():
         print(f"warning: {warning}", file=sys.stderr)
-    if is_grid(spec):
-        trials = expand(spec)
-        print(f"{spec.source}: OK - {spec.name}: {spec.num_arms()} arms x {len(spec.seeds)} seeds = {len(trials)} "
-              f"trials, metric {spec.metric} ({spec.mode})")
+    if spec.is_grid(loaded):
+        trials = spec.expand(loaded)
+        print(f"{loaded.source}: OK - {loaded.name}: {loaded.num_arms()} arms x {len(loaded.seeds)} seeds = "
+              f"{len(trials)} trials, metric {loaded.metric} ({loaded.mode})")
     else:
-        print(f"{spec.source}: OK - {spec.name}: {spec.search.algorithm} search, {spec.search.num_trials} trials")
+        print(f"{loaded.source}: OK - {loaded.name}: {loaded.search.algorithm} search, "
+              f"{loaded.search.num_trials} trials")
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from trainables.data import list_datasets
-    from trainables.mixing import factor_values
-    from trainables.mixing.config import PRESETS, factor_help, preset_summary
-    from trainables.models import list_models
-    from trainables.recipes import RECIPES
-
-    from .spec import list_specs
-
     print("sweep specs (mixsweep run NAME):")
-    for name, description in list_specs():
+    for name, description in spec.list_specs():
         print(f"  {name:22s} {description.splitlines()[0] if description else ''}")
     print("\npresets (mix.preset):")
-    for name in PRESETS.names():
-        print(f"  {name:22s} {PRESETS.help(name)}")
-        print(f"  {'':22s}   {preset_summary(name)}")
+    for name in mix_config.PRESETS.names():
+        print(f"  {name:22s} {mix_config.PRESETS.help(name)}")
+        print(f"  {'':22s}   {mix_config.preset_summary(name)}")
     print("\nfactor values:")
-    docs = factor_help()
-    for key, values in factor_values().items():
+    docs = mix_config.factor_help()
+    for key, values in mix_config.factor_values().items():
         if key == "preset":
             continue
         if key not in docs:
@@ -111,33 +110,30 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for value in values:
             print(f"    {value:24s} {docs[key].get(value, '')}".rstrip())
     print("\nrecipes (recipe):")
-    for name in RECIPES.names():
-        print(f"  {name:22s} {RECIPES.help(name)}")
-    print(f"\ndatasets (dataset): {', '.join(list_datasets())}")
-    print(f"models (model):     {', '.join(list_models())}")
+    for name in recipes.RECIPES.names():
+        print(f"  {name:22s} {recipes.RECIPES.help(name)}")
+    print(f"\ndatasets (dataset): {', '.join(data.list_datasets())}")
+    print(f"models (model):     {', '.join(models.list_models())}")
     return 0
 
 
 def _cmd_preview(args: argparse.Namespace) -> int:
-    from .preview import render_preview
-
     presets = [p.strip() for p in args.presets.split(",")] if args.presets else None
     photos = [p.strip() for p in args.photos.split(",")] if args.photos else None
     kwargs = {"photos": photos} if photos else {}
-    path = render_preview(args.out, presets=presets, schemes=args.schemes, size=args.size, seed=args.seed,
+    path = preview.render_preview(args.out, presets=presets, schemes=args.schemes, size=args.size, seed=args.seed,
                           target=args.target, lam=None if args.lam == "preset" else args.lam, **kwargs)
     print(path.resolve())
     return 0
 
 
 def _cmd_fidelity(args: argparse.Namespace) -> int:
-    from .fidelity import parse_sets, run_fidelity
-
     presets = [p.strip() for p in args.presets.split(",")] if args.presets is not None else None
     if presets is not None and not all(presets):
         raise UserError(f"--presets {args.presets!r}: expected comma-separated preset names")
-    table, files = run_fidelity(presets=presets, sets=parse_sets(args.set), dataset=args.dataset, pairs=args.pairs,
-                                batch_size=args.batch_size, seed=args.seed, out=args.out, png=args.png)
+    table, files = fidelity.run_fidelity(presets=presets, sets=fidelity.parse_sets(args.set), dataset=args.dataset,
+                                         pairs=args.pairs, batch_size=args.batch_size, seed=args.seed, out=args.out,
+                                         png=args.png)
     print(table)
     for path in files:
         print(f"written: {path.resolve()}")
@@ -145,9 +141,6 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from . import tracking
-    from .storage import SweepState, sweep_paths
-
     storage = resolve_storage(args.storage, create=False)
     uri = SweepState.load(sweep_paths(storage, args.name)).tracking_uri if args.name else \
         tracking.default_tracking_uri(storage)

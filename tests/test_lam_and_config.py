@@ -108,8 +108,10 @@ def test_overrides_and_cross_family():
          ("mix.saliency_input", "mix.saliency", "mix.preset"),
          r"does not apply to mix.saliency=gradient, which accepts only uint8 \(mix.saliency_input applies to "
          r"fine_grained, .*spectral_residual_guided\)"),
-        ({"preset": "grafting", "graft_grid": 0}, ("mix.graft_grid",), r"^mix.graft_grid: 0 is out of range"),
-        ({"preset": "grafting", "graft_grid": 2.5}, ("mix.graft_grid",), r"^mix.graft_grid: expected an integer"),
+        ({"preset": "grafting", "graft_grid": 0}, ("mix.graft_grid",),
+         r"^mix.graft_grid: must be in \[1, 64\], got 0$"),
+        ({"preset": "grafting", "graft_grid": 2.5}, ("mix.graft_grid",),
+         r"^mix.graft_grid: must be an integer, got 2.5$"),
     ],
 )
 def test_bad_configs_say_what_and_where(raw, keys, message):

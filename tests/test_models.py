@@ -186,7 +186,7 @@ def test_small_cnn_options_and_sizes() -> None:
         assert narrow.eval()(_images(h=16, w=16)).shape == (2, 10)
     dropped = build_model("small_cnn", num_classes=10, dropout=0.5)
     assert dropped.net.drop.p == 0.5
-    with pytest.raises(ValueError, match=r"small_cnn.*width.*integer >= 1.*'32'"):
+    with pytest.raises(ValueError, match=r"model 'small_cnn': option 'width' must be an integer, got '32'"):
         build_model("small_cnn", num_classes=10, width="32")
     with pytest.raises(ValueError, match=r"small_cnn.*at least 8x8.*\(4, 4\)"):
         build_model("small_cnn", num_classes=10, image_size=(4, 4))

@@ -24,9 +24,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .data import DATASETS, dataset_options
 from .mixing import FACTOR_KEYS, MixConfig, resolve_mix_config
 from .mixing.errors import ConfigError
 from .mixing.registry import did_you_mean
+from .models import MODELS, TV_PREFIX, list_models, model_options
 from .recipes import RECIPES
 
 
@@ -252,10 +254,6 @@ def validate_config(raw: Mapping[str, Any] | TrainConfig) -> TrainConfig:
     """Validate a (nested or dotted) config mapping into a frozen `TrainConfig`; ConfigError otherwise."""
     if isinstance(raw, TrainConfig):
         return raw
-    from .data import DATASETS
-    from .data.base import dataset_options
-    from .models import MODELS, TV_PREFIX, list_models, model_options
-
     flat = flatten(raw)
     recipe = flat.get("recipe")
     if recipe is not None:

@@ -14,13 +14,17 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ..mixing.errors import ConfigError
+from ..mixing.errors import check_int as _check_int
+from ..mixing.lazy import lazy_import
 from ..mixing.registry import Registry, did_you_mean
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_import("torch")
 
 DEFAULT_ROOT = "~/.cache/mixsweep/data"
 
@@ -206,20 +210,9 @@ def check_int(
     allow_none: bool = False,
     prefix: str = "data.",
 ) -> Any:
-    """`value` as an int within [low, high] (None passes when allowed); ValueError names the option."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            extra = " or null" if allow_none else ""
-            raise ValueError(f"{_where(dataset, key, prefix)} must be an integer{extra}, got {value!r}")
-    value = int(value)
-    if (low is not None and value < low) or (high is not None and value > high):
-        rng = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
-        raise ValueError(f"{_where(dataset, key, prefix)} must be in {rng}, got {value}")
-    return value
+    """`value` as an int within [low, high] (None passes when allowed); ValueError names the option
+    (the one integer check, `trainables.mixing.errors.check_int`)."""
+    return _check_int(value, _where(dataset, key, prefix), low=low, high=high, allow_none=allow_none)
 
 
 def check_float(

@@ -2,7 +2,7 @@
 
 torchvision reads the python-pickle batches (`cifar-10-batches-py/data_batch_1..5`, `test_batch`,
 `batches.meta`; `cifar-100-python/train`, `test`, `meta`) and can download them. Deviation: its
-constructor verifies the md5 of every file on each construction; `_PresentCIFAR10/100` check
+constructor verifies the md5 of every file on each construction; `cifar_files.PresentCIFAR10/100` check
 presence instead (the download path still verifies the archive's md5, and a damaged pickle
 fails to load), so that data re-packed in the same format -- subsets, test fixtures -- loads
 too. Missing files raise `DatasetNotFoundError` naming the directory and the expected layout.
@@ -18,13 +18,9 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-from torchvision.datasets import CIFAR10, CIFAR100
-from torchvision.datasets.utils import download_and_extract_archive
-
+from ..mixing.lazy import lazy_import
 from .base import (
     DATASETS,
     DEFAULT_ROOT,
@@ -36,6 +32,15 @@ from .base import (
     resolve_root,
 )
 from .tensor import TensorSplit
+
+if TYPE_CHECKING:
+    from torchvision.datasets import CIFAR10
+
+np = lazy_import("numpy")
+torch = lazy_import("torch")
+tv_utils = lazy_import("torchvision.datasets.utils")
+#: the torchvision dataset classes this module loads with (subclasses: torchvision at class definition)
+cifar_files = lazy_import("trainables.data.cifar_files")
 
 # per-channel statistics of the training images in [0, 1] (std: per-pixel, not per-image), written
 # as the released code writes them (x/255 to 0.1 of a level: the measured values to 3-4 digits):
@@ -69,41 +74,6 @@ def verify_data_pickle(path: Path) -> None:
         _DataOnlyUnpickler(f, encoding="latin1").load()
 
 
-class _PresentMixin:
-    """Integrity = the data files exist; class names from the meta file when it is there."""
-
-    root: str
-    base_folder: str
-    train_list: list[list[str]]
-    test_list: list[list[str]]
-    meta: dict[str, str]
-
-    def _check_integrity(self) -> bool:
-        folder = Path(self.root, self.base_folder)
-        files = [folder / name for name, _ in self.train_list + self.test_list]
-        if not all(f.is_file() for f in files):
-            return False
-        for name, _ in self.train_list if self.train else self.test_list:  # the files this split unpickles
-            verify_data_pickle(folder / name)  # before torchvision does (the meta file: see _load_meta)
-        return True
-
-    def _load_meta(self) -> None:
-        path = Path(self.root, self.base_folder, self.meta["filename"])
-        self.classes: list[str] = []
-        if path.is_file():
-            with open(path, "rb") as f:
-                self.classes = list(_DataOnlyUnpickler(f, encoding="latin1").load()[self.meta["key"]])
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-
-
-class _PresentCIFAR10(_PresentMixin, CIFAR10):
-    """torchvision's CIFAR-10 on files already present (see `_PresentMixin`)."""
-
-
-class _PresentCIFAR100(_PresentMixin, CIFAR100):
-    """torchvision's CIFAR-100 on files already present (see `_PresentMixin`)."""
-
-
 def _layout(cls: type[CIFAR10]) -> str:
     names = [n for n, _ in cls.train_list + cls.test_list]
     if len(names) > 3:
@@ -122,7 +92,7 @@ def _load(name: str, cls: type[CIFAR10], root: Path, download: bool, train: bool
     folder = root / cls.base_folder
     if download and _missing(cls, folder):
         try:  # what `cls(..., download=True)` does, without loading the pickles twice
-            download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
+            tv_utils.download_and_extract_archive(cls.url, str(root), filename=cls.filename, md5=cls.tgz_md5)
         except Exception as e:  # no internet, proxy, disk full: all end in "the files are not there"
             raise DatasetNotFoundError(
                 f"{name}: downloading {cls.url} into {root} failed ({type(e).__name__}: {e}); without "
@@ -216,7 +186,8 @@ def cifar10(
 ) -> DatasetBundle:
     """CIFAR-10 (torchvision layout under `root`); train/test_size keep the first n images; `pad`: crop padding."""
     return _build(
-        "cifar10", _PresentCIFAR10, 10, CIFAR10_MEAN, CIFAR10_STD, root, download, train_size, test_size, pad
+        "cifar10", cifar_files.PresentCIFAR10, 10, CIFAR10_MEAN, CIFAR10_STD, root, download, train_size,
+        test_size, pad,
     )
 
 
@@ -232,7 +203,7 @@ def cifar100(
     crop padding (GuidedMixup's CIFAR recipe: 2)."""
     return _build(
         "cifar100",
-        _PresentCIFAR100,
+        cifar_files.PresentCIFAR100,
         100,
         CIFAR100_MEAN,
         CIFAR100_STD,

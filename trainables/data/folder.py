@@ -20,14 +20,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-import torchvision.transforms.v2.functional as TF
-from PIL import Image
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
-
+from ..mixing.lazy import lazy_import
 from .base import (
     DATASETS,
     DEFAULT_ROOT,
@@ -40,6 +35,15 @@ from .base import (
     resolve_root,
 )
 from .tensor import apply_crop_flip, sample_crop_flip
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+np = lazy_import("numpy")
+torch = lazy_import("torch")
+torch_data = lazy_import("torch.utils.data")
+TF = lazy_import("torchvision.transforms.v2.functional")
+Image = lazy_import("PIL.Image")
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -124,8 +128,9 @@ class FolderSplit:
         )
 
 
-class _Files(Dataset):
-    """Map-style dataset keyed by (index, seed); seed < 0 selects the eval transform."""
+class _Files:
+    """Map-style dataset keyed by (index, seed); seed < 0 selects the eval transform (a plain class: the
+    DataLoader needs only `__len__` and `__getitem__`)."""
 
     def __init__(self, split: FolderSplit) -> None:
         self.split = split
@@ -173,7 +178,7 @@ class FolderLoader:
         self._bounds = batch_bounds(len(split), batch_size, train)
         self._sampler = _EpochBatches([])
         self._pin = device.type == "cuda"
-        self._loader = DataLoader(
+        self._loader = torch_data.DataLoader(
             _Files(split),
             batch_sampler=self._sampler,
             num_workers=num_workers,

@@ -34,13 +34,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
+from ..mixing.lazy import lazy_import
 from .base import DATASETS, DatasetBundle, check_float, check_int, check_pad
 from .tensor import TensorSplit
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 _M32 = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B9

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
+from ..mixing.lazy import lazy_import
 from .base import batch_bounds, epoch_order
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 
 @dataclass(frozen=True)

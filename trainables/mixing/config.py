@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
-from .errors import ConfigError
+from .errors import ConfigError, check_int
 from .labels import LABELS
 from .lam import parse_lam
 from .masks import MASKS
@@ -201,18 +201,17 @@ def _choice(key: str, value: object, allowed: list[str] | tuple[str, ...]) -> st
     return value
 
 
-def _number(key: str, value: object, lo: float, hi: float, *, integer: bool = False, lo_open: bool = False):
+def _number(key: str, value: object, lo: float, hi: float, *, lo_open: bool = False) -> float:
     if isinstance(value, str):  # YAML 1.1 reads `1e-3` as a string
         with contextlib.suppress(ValueError):
-            value = int(value) if integer and value.strip().lstrip("+-").isdigit() else float(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"mix.{key}", f"expected {kind}, got {value!r}")
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"mix.{key}", f"expected a number, got {value!r}")
     ok = (lo < value if lo_open else lo <= value) and value <= hi
     if not ok:
         bound = f"({lo}, {hi}]" if lo_open else f"[{lo}, {hi}]"
         raise ConfigError(f"mix.{key}", f"{value!r} is out of range {bound}")
-    return int(value) if integer else float(value)
+    return float(value)
 
 
 def _applies(key: str, cfg: MixConfig) -> bool:
@@ -352,7 +351,7 @@ def resolve_mix_config(raw: Mapping[str, object] | MixConfig | None = None) -> M
     if "prob" in merged:
         merged["prob"] = _number("prob", merged["prob"], 0.0, 1.0)
     if "graft_grid" in merged:
-        merged["graft_grid"] = _number("graft_grid", merged["graft_grid"], 1, 64, integer=True)
+        merged["graft_grid"] = check_int(merged["graft_grid"], low=1, high=64, key="mix.graft_grid")
     if "graft_temperature" in merged:
         merged["graft_temperature"] = _number("graft_temperature", merged["graft_temperature"], 0.0, 1e6,
                                               lo_open=True)

@@ -16,7 +16,9 @@ so that every layer can raise and catch the one class; `trainables.config` re-ex
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -66,4 +68,30 @@ def _rebuild(keys, message, allowed, context, unknown) -> ConfigError:
     return ConfigError(keys, message, allowed, context=context, unknown=unknown)
 
 
-__all__ = ["ConfigError"]
+def check_int(value: Any, where: str = "", *, low: int | None = None, high: int | None = None,
+              allow_none: bool = False, key: str | None = None) -> Any:
+    """`value` as an int within [low, high] (None passes when `allow_none`): the one integer check of
+    config values (mixing factors, `data.*` and `model.*` options).
+
+    Booleans and strings are refused, a float that holds an integer (`32.0`) is taken. The complaint is
+    "must be an integer, got 1.5" or "must be in [1, 64], got 0"; with `key` (a dotted config key) it
+    is raised as `ConfigError(key, complaint)`, otherwise as `ValueError(f"{where} {complaint}")`
+    (`where`: e.g. "synthetic_salient: data.pad").
+    """
+
+    def fail(complaint: str) -> ValueError:
+        return ConfigError(key, complaint) if key is not None else ValueError(f"{where} {complaint}")
+
+    if value is None and allow_none:
+        return None
+    integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral:
+        raise fail(f"must be an integer{' or null' if allow_none else ''}, got {value!r}")
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise fail(f"must be in {bounds}, got {value}")
+    return value
+
+
+__all__ = ["ConfigError", "check_int"]

@@ -40,12 +40,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from .config import MixConfig, resolve_mix_config
+from .lazy import lazy_import
 from .mixer import Mixer, MixInfo
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+torch = lazy_import("torch")
 
 MIN_VISIBLE = 0.5  #: pixel-equivalents of object coverage below which an object counts as not visible
 LABEL_FLOOR = 0.1  #: source label weight above which an invisible source makes an "empty" label

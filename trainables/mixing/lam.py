@@ -8,12 +8,19 @@ keeps the torch generator the only RNG state to checkpoint.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from torch import Tensor
+from .lazy import lazy_import
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+np = lazy_import("numpy")
+torch = lazy_import("torch")
+
 
 _NUM = r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*"
 _PATTERNS = {
@@ -59,7 +66,7 @@ def parse_lam(text: object) -> LamDistribution:
             return LamDistribution("fixed", vals[0])
         if kind == "uniform" and 0.0 <= vals[0] <= vals[1] <= 1.0:
             return LamDistribution("uniform", vals[0], vals[1])
-        if kind == "beta" and vals[0] > 0 and vals[1] > 0 and all(np.isfinite(vals)):
+        if kind == "beta" and vals[0] > 0 and vals[1] > 0 and all(map(math.isfinite, vals)):
             return LamDistribution("beta", vals[0], vals[1])
         raise ValueError(f"bad lam distribution {s!r}: parameters out of range; expected {LAM_FORMS}")
     raise ValueError(f"bad lam distribution {s!r}: expected {LAM_FORMS}")

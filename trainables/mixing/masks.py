@@ -25,13 +25,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-
+from .lazy import lazy_import
 from .registry import Registry
 from .selection import SELECTIONS, cut_sizes, place_boxes
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 
 @dataclass(frozen=True)

@@ -23,19 +23,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from .config import MixConfig, resolve_mix_config, saliency_readers
 from .labels import LABELS, mix_targets
 from .lam import parse_lam
+from .lazy import lazy_import
 from .masks import MASKS, MaskInputs
 from .ops import Normalization, check_images, check_normalization, check_range, gaussian_blur, normalize_sum
 from .pairing import PAIRINGS, saliency_distance
 from .saliency import SALIENCY, saliency_map
 from .selection import SELECTIONS
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 GUIDED_BLUR = (7, 3.0)  #: GuidedMixup blurs saliency 7x7, sigma 3 before pairing and masking
 
@@ -109,7 +113,7 @@ class Mixer:
     # -- inputs -----------------------------------------------------------------------------
     def soft_targets(self, labels: Tensor, batch: int, num_classes: int | None, check: bool) -> Tensor:
         """(B,K) soft targets from int (B,) or soft (B,K) labels, label smoothing applied."""
-        if not isinstance(labels, Tensor):
+        if not isinstance(labels, torch.Tensor):
             raise ValueError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
         if labels.ndim == 1 and not labels.is_floating_point():
             if num_classes is None or num_classes < 1:

@@ -8,10 +8,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from .lazy import lazy_import
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+
 
 #: The released SaliencyMix/CutMix CIFAR normalisation (used for CIFAR-10 and CIFAR-100 alike):
 #: what `saliency_input: official_float` normalises with when no dataset statistics are given.
@@ -24,7 +30,7 @@ Normalization = tuple[tuple[float, float, float], tuple[float, float, float]]
 
 def check_images(images: object, what: str = "images", *, min_size: int = 1) -> Tensor:
     """Validate a (B,3,H,W) floating batch; raise ValueError carrying the actual shape/dtype."""
-    if not isinstance(images, Tensor):
+    if not isinstance(images, torch.Tensor):
         raise ValueError(f"{what} must be a torch.Tensor of shape (B,3,H,W), got {type(images).__name__}")
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"{what} must have shape (B,3,H,W), got {tuple(images.shape)}")

@@ -39,12 +39,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from torch import Tensor
-
+from .lazy import lazy_import
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+np = lazy_import("numpy")
+torch = lazy_import("torch")
 
 BOX_ONLY_REASON = ("most samples end in 2-cycles (i <-> j); with pixel_ratio or blend masks both members of a "
                    "2-cycle mix the same two images (pixel_ratio: the same image and label)")

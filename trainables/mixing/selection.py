@@ -26,11 +26,15 @@ pasted box: lam = 1 - area / (H*W).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
-
+from .lazy import lazy_import
 from .registry import Registry
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_import("torch")
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,28 @@ CI, and any torchvision classifier as `tv:<name>`.
 
 Every model normalises internally (`.normalize`, then `.net`), because mixing, attacks and noise work
 in [0, 1] pixel space.
+
+Importing this package does not import torch: the registry, the builders (whose signatures are the
+`model.*` options) and the factory are torch-free and bind the network modules by name
+(`trainables.mixing.lazy`), so a config check lists and checks models without torch. The torch classes
+re-exported here (`Normalize`, `NormalizedModel`, `init_weights`) are read from `_base` on first access.
 """
 
-from trainables.models import cifar_resnet, preact_resnet, small_cnn, wide_resnet  # noqa: F401  (register)
-from trainables.models._base import MODELS, Normalize, NormalizedModel, init_weights
+from typing import Any
+
+from trainables.mixing.lazy import lazy_import
+from trainables.models.builders import MODELS
 from trainables.models.factory import TV_PREFIX, build_model, list_models, model_options, torchvision_names
+
+_base = lazy_import("trainables.models._base")
+_FROM_BASE = ("Normalize", "NormalizedModel", "init_weights")
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: the torch classes of `_base`, imported on first use
+    if name in _FROM_BASE:
+        return getattr(_base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MODELS",

@@ -1,35 +1,18 @@
-"""Shared pieces of the model package: the `MODELS` registry, the in-model normaliser, weight init and
-option validators.
+"""The torch side shared by the models: the in-model normaliser, the wrapper `build_model` returns, weight
+init. (The `MODELS` registry and its builders are torch-free: `trainables.models.builders`.)
 
 Mixing, saliency, FGSM attacks and noise all work in [0, 1] pixel space, so per-channel normalisation
 lives *inside* the model: `NormalizedModel(x) = net(Normalize(x))`. The wrapper keeps the network as
 `.net` and the normaliser as `.normalize`, so saliency code that needs raw-pixel gradients
 differentiates the whole model and gets them in pixel space for free.
-
-A registered builder has the signature
-
-    builder(*, num_classes: int, image_size: tuple[int, int], in_chans: int, <option>=<default>, ...)
-
-and every keyword after `in_chans` is a user option (the `model.*` config keys without the prefix).
-`build_model` reads the allowed options off that signature, so a builder's options are declared once.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
-
-from trainables.mixing.registry import Registry
-
-ModelBuilder = Callable[..., nn.Module]
-
-MODELS: Registry[ModelBuilder] = Registry("model")
-
-# Parameters of a builder that `build_model` fills itself; every other keyword is a user option.
-BUILDER_ARGS = ("num_classes", "image_size", "in_chans")
 
 
 class Normalize(nn.Module):
@@ -140,21 +123,3 @@ def init_weights(module: nn.Module, *, zero_linear_bias: bool = False) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear) and zero_linear_bias and m.bias is not None:
             nn.init.zeros_(m.bias)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Option validators: builders call these so that a bad value names the model, the option and what is
-# allowed. YAML gives ints for `32` and floats for `0.3`, so strings are rejected rather than parsed.
-
-
-def check_int(model: str, key: str, value: object, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"model {model!r}: option {key!r} must be an integer >= {minimum}; got {value!r}")
-    return value
-
-
-def check_prob(model: str, key: str, value: object) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= float(value) < 1.0
-    if not ok or math.isnan(float(value)):
-        raise ValueError(f"model {model!r}: option {key!r} must be a number in [0, 1); got {value!r}")
-    return float(value)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.models._base import MODELS, init_weights
+from trainables.models._base import init_weights
 
 
 class BasicBlock(nn.Module):
@@ -116,15 +116,3 @@ class CifarResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-@MODELS.register("resnet18")
-def resnet18(*, num_classes: int, image_size: tuple[int, int], in_chans: int = 3) -> nn.Module:
-    """CIFAR ResNet-18 (3x3 stem, no max-pool, BasicBlock [2, 2, 2, 2]); 11.17 M params at 10 classes."""
-    return CifarResNet(BasicBlock, [2, 2, 2, 2], num_classes, in_chans)
-
-
-@MODELS.register("resnet50")
-def resnet50(*, num_classes: int, image_size: tuple[int, int], in_chans: int = 3) -> nn.Module:
-    """CIFAR ResNet-50 (3x3 stem, no max-pool, Bottleneck [3, 4, 6, 3]); 23.5 M params at 10 classes."""
-    return CifarResNet(Bottleneck, [3, 4, 6, 3], num_classes, in_chans)

@@ -19,13 +19,20 @@ import difflib
 import fnmatch
 import inspect
 from collections.abc import Sequence
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from trainables.mixing.errors import ConfigError
+from trainables.mixing.lazy import lazy_import
 from trainables.mixing.registry import did_you_mean
-from trainables.models._base import BUILDER_ARGS, MODELS, Normalize, NormalizedModel
+from trainables.models.builders import BUILDER_ARGS, MODELS
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from trainables.models._base import NormalizedModel
+
+_base = lazy_import("trainables.models._base")  # Normalize, NormalizedModel: torch at class definition
+tvm = lazy_import("torchvision.models")
 
 TV_PREFIX = "tv:"
 TV_PLACEHOLDER = "tv:<any torchvision classifier>"
@@ -69,7 +76,7 @@ def build_model(
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}")
     size = _as_size(image_size)
-    normalize = Normalize(mean, std)
+    normalize = _base.Normalize(mean, std)
     if name.startswith(TV_PREFIX):
         net = _build_torchvision(name[len(TV_PREFIX) :], num_classes, size, normalize.num_channels, opts)
     else:
@@ -86,7 +93,7 @@ def build_model(
                 context=("model",), unknown=True,
             )
         net = builder(num_classes=num_classes, image_size=size, in_chans=normalize.num_channels, **opts)
-    return NormalizedModel(net, normalize, name=name, num_classes=num_classes, image_size=size)
+    return _base.NormalizedModel(net, normalize, name=name, num_classes=num_classes, image_size=size)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -109,8 +116,6 @@ def model_options(name: str) -> dict[str, Any] | None:
 
 def torchvision_names() -> list[str]:
     """Every torchvision classifier name, i.e. what may follow `tv:`."""
-    import torchvision.models as tvm
-
     return tvm.list_models(module=tvm)
 
 
@@ -136,8 +141,6 @@ def _as_size(image_size: int | Sequence[int]) -> tuple[int, int]:
 def _build_torchvision(
     tv_name: str, num_classes: int, size: tuple[int, int], in_chans: int, opts: dict[str, Any]
 ) -> nn.Module:
-    import torchvision.models as tvm
-
     model = TV_PREFIX + tv_name
     names = tvm.list_models(module=tvm)
     if tv_name not in names:
@@ -193,8 +196,6 @@ def _check_tv_options(tv_name: str, num_classes: int, ours: dict[str, Any], opts
     builder constructs, and raise ConfigError for an option that class does not take, or that the
     builder sets itself (a parameter without a default: block, layers, patch_size, ...). Returns when
     neither explains the TypeError (the caller re-raises it)."""
-    import torchvision.models as tvm
-
     model = TV_PREFIX + tv_name
     cls = type(tvm.get_model(tv_name, weights=None, num_classes=num_classes, **ours))  # the class, built plainly
     params = {name: p for name, p in inspect.signature(cls.__init__).parameters.items()

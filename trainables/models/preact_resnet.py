@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.models._base import MODELS, init_weights
+from trainables.models._base import init_weights
 
 
 class PreActBlock(nn.Module):
@@ -84,9 +84,3 @@ class PreActResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-@MODELS.register("preact_resnet18")
-def preact_resnet18(*, num_classes: int, image_size: tuple[int, int], in_chans: int = 3) -> nn.Module:
-    """PreActResNet-18 (He et al. 2016b, Manifold Mixup / GuidedMixup code); 11.17 M params at 10 classes."""
-    return PreActResNet([2, 2, 2, 2], num_classes, in_chans)

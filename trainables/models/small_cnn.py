@@ -21,9 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.models._base import MODELS, check_int, check_prob, init_weights
-
-NUM_POOLS = 3
+from trainables.models._base import init_weights
 
 
 def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
@@ -68,19 +66,3 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-@MODELS.register("small_cnn")
-def small_cnn(
-    *, num_classes: int, image_size: tuple[int, int], in_chans: int = 3, width: int = 32, dropout: float = 0.0
-) -> nn.Module:
-    """Small conv-pool-BN-ReLU CNN for demos and CI (~1 s per 1 000-image epoch on 2 CPU cores)."""
-    width = check_int("small_cnn", "width", width)
-    dropout = check_prob("small_cnn", "dropout", dropout)
-    min_side = 2**NUM_POOLS
-    if min(image_size) < min_side:
-        raise ValueError(
-            f"model 'small_cnn' pools {NUM_POOLS} times and needs images of at least {min_side}x{min_side}; "
-            f"got image_size={tuple(image_size)}"
-        )
-    return SmallCNN(num_classes, width, dropout, in_chans)

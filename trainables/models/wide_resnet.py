@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainables.models._base import MODELS, check_int, check_prob, init_weights
+from trainables.models._base import init_weights
 
 
 class WideBlock(nn.Module):
@@ -89,25 +89,3 @@ class WideResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-@MODELS.register("wrn28_10")
-def wrn28_10(
-    *,
-    num_classes: int,
-    image_size: tuple[int, int],
-    in_chans: int = 3,
-    dropout: float = 0.3,
-    depth: int = 28,
-    widen: int = 10,
-) -> nn.Module:
-    """WideResNet-28-10 with dropout 0.3 in the blocks; 36.5 M params at 10 classes."""
-    depth = check_int("wrn28_10", "depth", depth, minimum=10)
-    if (depth - 4) % 6 != 0:
-        ok = ", ".join(str(6 * n + 4) for n in range(1, 7))
-        raise ValueError(
-            f"model 'wrn28_10': option 'depth' must satisfy (depth - 4) % 6 == 0 (e.g. {ok}); got {depth}"
-        )
-    widen = check_int("wrn28_10", "widen", widen)
-    dropout = check_prob("wrn28_10", "dropout", dropout)
-    return WideResNet(depth, widen, num_classes, dropout, in_chans)

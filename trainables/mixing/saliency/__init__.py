@@ -14,11 +14,15 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from ..ops import Normalization, check_images, check_normalization
 from . import fine_grained, frequency_tuned, gradient, opencv_ref, spectral  # noqa: F401  (registration)
 from .base import SALIENCY, SALIENCY_INPUTS, Detector
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
 
 __all__ = ["SALIENCY", "SALIENCY_INPUTS", "Detector", "list_saliency", "saliency_map"]
 

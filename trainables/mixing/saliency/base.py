@@ -21,10 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from ..registry import Registry
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
 
 #: every `mix.saliency_input` value; a detector accepts the subset in its `Detector.inputs`
 SALIENCY_INPUTS = ("uint8", "official_float")

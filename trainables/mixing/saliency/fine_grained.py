@@ -30,12 +30,19 @@ image, so CIFAR-size batches do 4 scales' work instead of 6.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
-
+from ..lazy import lazy_import
 from ..ops import Normalization, blur3_u8, gray_u8
 from .base import register
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_import("torch")
+#: bound by name: importing it here would register the `opencv_*` detectors before this module's
+#: (the registry keeps the order of `saliency/__init__`, which `mixsweep list` and errors show)
+opencv_ref = lazy_import("trainables.mixing.saliency.opencv_ref")
 
 HALF_SIZES = (12, 24, 48, 28, 56, 112)
 #: elements of the (chunk, 6, H, W) working tensor processed at once (bounds memory: 64 MB)
@@ -50,10 +57,12 @@ def _windows(length: int) -> tuple[Tensor, Tensor]:
 
 
 @lru_cache(maxsize=64)
-def _scales(height: int, width: int, device: torch.device,
-            dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Band matrices of the DISTINCT scales for an HxW image: rows (s,H,H), cols (s,W,W), area - 1
-    (s,H,W), and each distinct scale's multiplicity (s,) float32 among the six half-sizes."""
+def _host_scales(height: int, width: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Band matrices of the DISTINCT scales for an HxW image, on the CPU: rows (s,H,H), cols (s,W,W),
+    area - 1 (s,H,W), and each distinct scale's multiplicity (s,) float32 among the six half-sizes.
+
+    Cached on the host only: a cache keyed by device would keep device memory alive in a Ray actor
+    that is reused for the next trial."""
     (ylo, yhi), (xlo, xhi) = _windows(height), _windows(width)
     keys = [(tuple(ylo[k].tolist()), tuple(yhi[k].tolist()), tuple(xlo[k].tolist()), tuple(xhi[k].tolist()))
             for k in range(len(HALF_SIZES))]
@@ -64,7 +73,13 @@ def _scales(height: int, width: int, device: torch.device,
     rows = ((iy >= ylo[pick, :, None]) & (iy < yhi[pick, :, None])).to(dtype)
     cols = ((ix >= xlo[pick, :, None]) & (ix < xhi[pick, :, None])).to(dtype)
     area_m1 = ((yhi - ylo)[pick, :, None] * (xhi - xlo)[pick, None, :] - 1).to(torch.float32)
-    return rows.to(device), cols.to(device), area_m1.to(device), weight.to(device)
+    return rows, cols, area_m1, weight
+
+
+def _scales(height: int, width: int, device: torch.device,
+            dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`_host_scales` on `device` (one small host-to-device copy per batch; none on the CPU)."""
+    return tuple(t.to(device) for t in _host_scales(height, width, dtype))  # type: ignore[return-value]
 
 
 def _exact_matmul_dtype(device: torch.device) -> torch.dtype:
@@ -118,9 +133,7 @@ def _fine_grained_u8(gray: Tensor) -> Tensor:
 def fine_grained(images: Tensor, *, saliency_input: str = "uint8", normalization: Normalization | None = None,
                  **_: object) -> Tensor:
     if saliency_input == "official_float":  # released SaliencyMix: normalised float32 into OpenCV (an artefact)
-        from .opencv_ref import opencv_saliency
-
-        return opencv_saliency("fine_grained", images, "official_float", normalization)
+        return opencv_ref.opencv_saliency("fine_grained", images, "official_float", normalization)
     gray = blur3_u8(blur3_u8(gray_u8(images)))
     b, h, w = gray.shape
     step = max(1, _CHUNK_ELEMS // (len(HALF_SIZES) * h * w))

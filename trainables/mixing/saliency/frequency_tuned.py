@@ -11,12 +11,16 @@ an all-zero map instead of normalised noise.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import torch
-from torch import Tensor
-
+from ..lazy import lazy_import
 from ..ops import normalize_max, sep_filter
 from .base import register
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_import("torch")
 
 _RGB_TO_XYZ = (
     (0.412453, 0.357580, 0.180423),
@@ -29,9 +33,16 @@ BINOMIAL5 = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
 
 
 @lru_cache(maxsize=16)
+def _host_lab_constants(dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """The RGB->XYZ matrix and the D65 white point on the CPU (cached on the host only: a cache keyed by
+    device would keep device memory alive in a Ray actor reused for the next trial)."""
+    return torch.tensor(_RGB_TO_XYZ, dtype=dtype), torch.tensor(WHITE_D65, dtype=dtype)
+
+
 def _lab_constants(dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
-    """The RGB->XYZ matrix and the D65 white point on `device` (copied there once, not per batch)."""
-    return torch.tensor(_RGB_TO_XYZ, dtype=dtype, device=device), torch.tensor(WHITE_D65, dtype=dtype, device=device)
+    """`_host_lab_constants` on `device` (12 numbers copied per batch)."""
+    m, white = _host_lab_constants(dtype)
+    return m.to(device), white.to(device)
 
 
 def rgb_to_lab(images: Tensor) -> Tensor:

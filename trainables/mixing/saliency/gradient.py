@@ -17,12 +17,17 @@ extra pass leaves no trace in the model. Parameter gradients are never touched: 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_import
 from ..ops import normalize_max
 from .base import register
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
 
 
 @register(

@@ -27,12 +27,17 @@ OpenCV is imported lazily, so the mixing core imports without it.
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_import
 from ..ops import Normalization, check_normalization, normalize_images
 from .base import register
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+np = lazy_import("numpy")
+torch = lazy_import("torch")
 
 _FACTORIES = {
     "fine_grained": "StaticSaliencyFineGrained_create",

@@ -32,9 +32,9 @@ which hurts argmax-box methods; it is fine for GuidedMixup's pixel ratios.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
+from ..lazy import lazy_import
 from ..ops import (
     Normalization,
     box3,
@@ -48,6 +48,14 @@ from ..ops import (
 )
 from .base import register
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy_import("torch")
+#: bound by name: importing it here would register the `opencv_*` detectors before this module's
+#: (the registry keeps the order of `saliency/__init__`, which `mixsweep list` and errors show)
+opencv_ref = lazy_import("trainables.mixing.saliency.opencv_ref")
+
 OPENCV_SR_SIZE = (64, 64)
 GUIDED_MAX_SIZE = 128
 
@@ -60,9 +68,7 @@ GUIDED_MAX_SIZE = 128
 def spectral_residual(images: Tensor, *, saliency_input: str = "uint8", normalization: Normalization | None = None,
                       **_: object) -> Tensor:
     if saliency_input == "official_float":
-        from .opencv_ref import opencv_saliency
-
-        return opencv_saliency("spectral_residual", images, "official_float", normalization)
+        return opencv_ref.opencv_saliency("spectral_residual", images, "official_float", normalization)
     h, w = images.shape[-2:]
     small = torch.floor(resize(gray_u8(images), OPENCV_SR_SIZE) + 0.5)  # uint8 resize
     spec = torch.fft.fft2(small)
