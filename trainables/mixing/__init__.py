@@ -7,6 +7,13 @@ AAAI 2022; no public code, our formulation), Mixup (Zhang et al. 2018), CutMix (
 (`saliencymix` vs `saliencymix_official`, `greedy` really greedy); see each module's docstring.
 
 No Ray, MLflow or OpenCV import at module level (OpenCV is a lazily imported reference backend).
+Nor torch: every module binds torch (and NumPy) by name with `lazy.lazy_import`, and imports it when
+a function first runs. So the registries (`MASKS`, `LABELS`, `PAIRINGS`, `SELECTIONS`, `SALIENCY`,
+`PRESETS`) and `resolve_mix_config` are usable where only names and properties are needed - checking
+a spec, `mixsweep list` - without the seconds torch takes to import, while each record stays next to
+the code it describes. Why this and not records that name their function by string: a record's
+properties and its function are one definition here, and the function bodies read as with a plain
+`import torch`.
 
     from trainables.mixing import saliency_map, build_mixer, list_saliency, list_presets
     mixer = build_mixer({"preset": "saliencymix", "selection": "salient_to_salient", "prob": 1.0})

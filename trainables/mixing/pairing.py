@@ -158,34 +158,39 @@ def greedy(distance: Tensor) -> Tensor:
     return _partner_of(_greedy_order(distance))
 
 
-def _two_opt_gains(d: Tensor, order: Tensor, valid_bias: Tensor) -> Tensor:
-    """Gain of every 2-opt move on the cycle `order`: a (B,B) matrix, -inf where no move.
+def _two_opt_gains(d: Tensor | np.ndarray, order: Tensor | np.ndarray,
+                   valid_bias: Tensor | np.ndarray) -> Tensor | np.ndarray:
+    """Gain of every 2-opt move on the cycle `order` (o): a (B,B) matrix, -inf where no move.
 
-    Move (i, j), i < j: reverse order[i+1..j]. Edges o_i->o_{i+1} and o_j->o_{j+1} become
-    o_i->o_j and o_{i+1}->o_{j+1}, and the edges inside the segment change direction. The gain
-    counts all of it, so it is exact for any D (for symmetric D the direction term is 0):
+    Move (i, j), i < j: reverse o[i+1..j]. Edges o_i->o_{i+1} and o_j->o_{j+1} become o_i->o_j and
+    o_{i+1}->o_{j+1}, and the edges inside the segment change direction. The gain counts all of it,
+    so it is exact for any D (for symmetric D the direction term is 0):
         gain = D[o_i,o_j] + D[o_{i+1},o_{j+1}] - f_i - f_j + sum_{k=i+1}^{j-1} (D[o_{k+1},o_k] - f_k)
     with f_k = D[o_k, o_{k+1}] (indices mod B). `valid_bias` is 0 for moves and -inf elsewhere.
-    Torch; `_two_opt_gains_numpy` is the same arithmetic in the same order.
+
+    One implementation for both paths: a torch tensor (the device search) or a NumPy array (the CPU
+    search, where NumPy's per-op cost is ~10x below torch's on these small matrices); every operation
+    below is spelled the same in both libraries, so the two paths do the same arithmetic in the same
+    order.
     """
     b = order.shape[0]
-    ext = torch.cat([order, order[:1]])
-    dp = d.index_select(0, ext).index_select(1, ext)  # (B+1,B+1): D in cycle order, wrapped once
+    dp = _cycle_order_numpy(d, order) if isinstance(d, np.ndarray) else _cycle_order_torch(d, order)
     fwd, bwd = dp.diagonal(1), dp.diagonal(-1)  # f_k and D[o_{k+1}, o_k]
     r = bwd - fwd
     c = r.cumsum(0)  # sum_{k=i+1}^{j-1} r_k = (c_j - r_j) - c_i
     return (dp[:b, :b] + dp[1:, 1:]) + ((c - r - fwd)[None, :] - (c + fwd)[:, None]) + valid_bias
 
 
-def _two_opt_gains_numpy(d: np.ndarray, order: np.ndarray, valid_bias: np.ndarray) -> np.ndarray:
-    """`_two_opt_gains` in NumPy (the CPU path)."""
-    b = order.shape[0]
+def _cycle_order_torch(d: Tensor, order: Tensor) -> Tensor:
+    """D in the cycle order `order`, wrapped once: dp[k, l] = D[o_k, o_l] for k, l in 0..B, o_B = o_0."""
+    ext = torch.cat([order, order[:1]])
+    return d.index_select(0, ext).index_select(1, ext)
+
+
+def _cycle_order_numpy(d: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """`_cycle_order_torch` in NumPy."""
     ext = np.append(order, order[0])
-    dp = d.take(ext, 0).take(ext, 1)
-    fwd, bwd = dp.diagonal(1), dp.diagonal(-1)
-    r = bwd - fwd
-    c = r.cumsum(0)
-    return (dp[:b, :b] + dp[1:, 1:]) + ((c - r - fwd)[None, :] - (c + fwd)[:, None]) + valid_bias
+    return d.take(ext, 0).take(ext, 1)
 
 
 def _two_opt_valid_bias(b: int, like: Tensor) -> Tensor:
@@ -222,12 +227,16 @@ def _two_opt_search(d: Tensor, order: Tensor, max_moves: int) -> tuple[Tensor, T
 
 def _two_opt_search_numpy(d: np.ndarray, order: np.ndarray, max_moves: int) -> tuple[np.ndarray, int]:
     """`_two_opt_search` in NumPy (the CPU path): stops at the first step without an improving
-    move, which gives the same cycle. Returns (order, number of applied moves)."""
+    move, which gives the same cycle. Returns (order, number of applied moves).
+
+    A loop of its own rather than `_two_opt_search` on CPU tensors: the device loop must never read
+    back to the host, so it runs all `max_moves` steps with `torch.where`; here reading is free, so
+    it stops early, and NumPy's small-array ops are what make the CPU path fast (bench/pairing.py)."""
     b = order.shape[0]
     bias = _two_opt_valid_bias(b, torch.from_numpy(d)).numpy()
     tol = _tolerance(float(np.abs(d).max()))
     for moves in range(max_moves):
-        gains = _two_opt_gains_numpy(d, order, bias)
+        gains = _two_opt_gains(d, order, bias)
         best = int(gains.argmax())  # first maximum in row-major order
         if not gains.flat[best] > tol:
             return order, moves
