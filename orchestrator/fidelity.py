@@ -14,7 +14,7 @@ distribution) get the same pairs and lams: common random numbers make rows compa
 Statistics: mean label TV (over samples with a visible object; samples without one are counted in
 "no obj"), empty-label rate, mean source share; 95 % CIs by a percentile bootstrap that resamples
 whole BATCHES (cluster bootstrap, 2000 resamples, ratio of sums): a `per_batch` preset draws one lam
-and one box per batch, so its samples are not independent, and `orchestrator.stats.bootstrap_mean_ci`,
+and one box per batch, so its samples are not independent, and `orchestrator.estimators.bootstrap_mean_ci`,
 which resamples single values, would make its interval too narrow. With a single batch it falls back
 to that per-sample bootstrap.
 
@@ -42,7 +42,7 @@ import torch
 import yaml
 
 from .errors import UserError
-from .stats import bootstrap_mean_ci
+from .estimators import bootstrap_mean_ci
 
 DEFAULT_PAIRS = 4096
 DEFAULT_BATCH = 128
