@@ -98,6 +98,21 @@ def test_finished_run_loses_the_error_tag_of_an_earlier_stop(tmp_path):
     assert again.error is None and client.get_run(first.run_id).info.status == "FINISHED"
 
 
+def test_log_params_batches_and_cuts_long_values(tmp_path):
+    """The one param logger (trial runs and the sweep run): more params than MLflow takes in one call, a long value."""
+    from orchestrator import tracking
+    from trainables.tracking import MAX_PARAM_CHARS, MAX_PARAMS_PER_BATCH, log_params
+
+    client = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = tracking.ensure_experiment(client, "mixsweep", tmp_path / "mlartifacts")
+    run_id = client.create_run(exp).info.run_id
+    params = {f"p{i:03d}": i for i in range(2 * MAX_PARAMS_PER_BATCH + 5)} | {"long": "x" * (MAX_PARAM_CHARS + 50)}
+    log_params(client, run_id, params)
+    logged = client.get_run(run_id).data.params
+    cut = "x" * (MAX_PARAM_CHARS - 3) + "..."
+    assert logged == {k: str(v) for k, v in params.items() if k != "long"} | {"long": cut}
+
+
 # -- 4. atomic writes honour the umask ------------------------------------------------------------------------------
 
 

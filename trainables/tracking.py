@@ -81,6 +81,16 @@ def param_value(value: Any) -> str:
     return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
 
 
+def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log `params` (values cut to MAX_PARAM_CHARS) in batches of at most MAX_PARAMS_PER_BATCH, MLflow's cap
+    per `log_batch`; the one param logger of the trial runs and the sweep run."""
+    from mlflow.entities import Param
+
+    items = [Param(k, param_value(v)) for k, v in params.items()]
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+
+
 def find_trial_run(client, experiment_id: str, sweep: str, run_hash: str):
     """The run of (sweep, run_hash), or None."""
     runs = client.search_runs(
@@ -94,7 +104,7 @@ def find_trial_run(client, experiment_id: str, sweep: str, run_hash: str):
 def open_trial_run(client, meta: TrialMeta, params: Mapping[str, Any], trial_id: str = "",
                    node_id: str = "", device: str = "") -> tuple[str, int]:
     """Get-or-create the trial's run; returns (run_id, last epoch already logged)."""
-    from mlflow.entities import Param, RunStatus, RunTag
+    from mlflow.entities import RunStatus, RunTag
 
     run = find_trial_run(client, meta.experiment_id, meta.sweep, meta.run_hash)
     if run is None:
@@ -107,9 +117,7 @@ def open_trial_run(client, meta: TrialMeta, params: Mapping[str, Any], trial_id:
             tags["mlflow.parentRunId"] = meta.sweep_run_id
         run = client.create_run(meta.experiment_id, tags=tags, run_name=tags["mlflow.runName"])
         run_id = run.info.run_id
-        items = [Param(k, param_value(v)) for k, v in params.items()]
-        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+        log_params(client, run_id, params)
         last = 0
     else:
         run_id = run.info.run_id
