@@ -113,6 +113,23 @@ def test_log_params_batches_and_cuts_long_values(tmp_path):
     assert logged == {k: str(v) for k, v in params.items() if k != "long"} | {"long": cut}
 
 
+def test_http_defaults_are_set_by_entry_points_only(tmp_path, monkeypatch):
+    """Opening a client leaves the environment alone; `apply_http_defaults` keeps what the user set; a job on
+    an existing cluster carries the settings to workers that do not inherit the driver's environment."""
+    from orchestrator.launch import _worker_env
+    from trainables.tracking import HTTP_DEFAULTS, apply_http_defaults, mlflow_client
+
+    for key in HTTP_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not any(key in os.environ for key in HTTP_DEFAULTS)
+    assert _worker_env() == {"env_vars": HTTP_DEFAULTS}
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    apply_http_defaults()
+    assert {key: os.environ[key] for key in HTTP_DEFAULTS} == {**HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+    assert _worker_env()["env_vars"]["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "60"
+
+
 # -- 4. atomic writes honour the umask ------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -34,10 +35,11 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
-def bounded_http_retries() -> None:
-    """Few, short MLflow HTTP retries unless the user set their own (MLFLOW_HTTP_REQUEST_*)."""
-    import os
+def apply_http_defaults() -> None:
+    """Few, short MLflow HTTP retries unless the user set their own (MLFLOW_HTTP_REQUEST_*).
 
+    Sets the process environment: call it once, at a process entry point (`mixsweep`'s main, a Ray
+    trial's start, `python -m trainables.train`), never from a library function."""
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
@@ -68,10 +70,10 @@ def store_lock(uri: str) -> Iterator[None]:
 
 
 def mlflow_client(uri: str):
-    """An MlflowClient with bounded HTTP retries, opened under `store_lock` (opening creates a new store)."""
+    """An MlflowClient opened under `store_lock` (opening creates a new store). HTTP retries: see
+    `apply_http_defaults`, which the entry points call."""
     from mlflow.tracking import MlflowClient
 
-    bounded_http_retries()
     with store_lock(uri):
         return MlflowClient(tracking_uri=uri)
 

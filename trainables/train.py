@@ -43,6 +43,7 @@ from .files import atomic_write_text
 from .loop import TrainingDiverged, TrainState, TrialSetup, build_trial, run_epoch
 from .mixing import MixOutput
 from .render import render_rows, rows_from_output
+from .tracking import apply_http_defaults
 from .trialdir import TrialDir
 
 EpochCallback = Callable[[dict[str, float], Path, bool], None]
@@ -234,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     from .runtime import keep_freed_memory
 
     keep_freed_memory()
+    apply_http_defaults()
     try:
         raw = load_yaml_config(args.config) if args.config else {}
         raw = {**flatten(raw), **parse_set(args.set)}
