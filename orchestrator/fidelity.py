@@ -42,6 +42,12 @@ import torch
 import yaml
 
 from trainables.config import ConfigError, parse_set, parse_value
+from trainables.data import DATASETS, build_dataset, object_sample
+from trainables.data.base import dataset_options
+from trainables.mixing import FACTOR_KEYS, build_mixer, factor_values, list_presets, parse_lam
+from trainables.mixing.fidelity import always_mixing, measure_fidelity
+from trainables.mixing.registry import did_you_mean
+from trainables.models import build_model
 
 from .errors import UserError
 from .estimators import bootstrap_mean_ci
@@ -124,10 +130,6 @@ def parse_sets(items: Sequence[str]) -> dict[str, list[Any]]:
 
 
 def _check_keys(sets: Mapping[str, list[Any]], dataset: str) -> None:
-    from trainables.data.base import dataset_options
-    from trainables.mixing import FACTOR_KEYS, factor_values, parse_lam
-    from trainables.mixing.registry import did_you_mean
-
     known_mix = [f"mix.{k}" for k in FACTOR_KEYS if f"mix.{k}" not in FORCED_KEYS]
     known_data = [f"data.{k}" for k in dataset_options(dataset)]
     categorical = factor_values()
@@ -195,9 +197,6 @@ def _row(preset: str, factors: tuple, fid, seed: int, note: str) -> Row:
 
 def _plan(presets: Sequence[str] | None, sets: Mapping[str, list[Any]]):
     """[(preset, factors, mix config, data options)] and the notes on what was left out."""
-    from trainables.mixing import build_mixer, list_presets
-    from trainables.mixing.registry import did_you_mean
-
     known = list_presets()
     explicit = presets is not None
     if explicit:
@@ -246,12 +245,6 @@ def measure(*, presets: Sequence[str] | None = None, sets: Mapping[str, list[Any
             dataset: str = "synthetic_salient", pairs: int = DEFAULT_PAIRS, batch_size: int = DEFAULT_BATCH,
             seed: int = 0) -> tuple[list[Row], list[str], str]:
     """Measure every preset x factor combination; returns (rows, notes, a header line)."""
-    from trainables.data import DATASETS, build_dataset, object_sample
-    from trainables.data.base import dataset_options
-    from trainables.mixing.fidelity import always_mixing, measure_fidelity
-    from trainables.mixing.registry import did_you_mean
-    from trainables.models import build_model
-
     sets = dict(sets or {})
     if dataset not in DATASETS:
         raise UserError(f"--dataset: unknown dataset {dataset!r}{did_you_mean(dataset, DATASETS.names())}; "

@@ -292,7 +292,7 @@ def _search(spec, meta: TrialMeta, history):
     """(param_space, search_alg, num_samples) for a search-algorithm spec that has `history` so far."""
     from ray.tune.search import ConcurrencyLimiter
 
-    from .search import optuna_search
+    from .search import optuna_search  # here: search imports this module (per_epoch_metric), and loads torch
 
     space = {key: dist.to_tune() for key, dist in spec.search.space.items()}
     param_space = {"trial": {"config": {**spec.base_config(), **space, "seed": spec.seeds[0]}, "meta": meta.to_dict()}}
@@ -320,7 +320,7 @@ def _fatal_stopper(progress):
 def build_tuner(plan: LaunchPlan, progress):
     from ray import tune
 
-    from trainables.trainable import run_trial
+    from trainables.trainable import run_trial  # here: it loads torch, and `status` imports this module
 
     spec = plan.spec
     trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
@@ -369,6 +369,7 @@ def check_data(configs: list, address: str | None, out) -> None:
     once here, before Ray starts (UserError naming what is missing). On a cluster (`address`) the data
     may live on the worker nodes only, so a problem is a warning there; each trial still fails at once,
     without retries, with the reason the driver prints."""
+    # here: both load torch, and `mixsweep status` imports this module
     from trainables.config import validate_config
     from trainables.data import build_dataset, dataset_options
 

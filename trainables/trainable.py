@@ -30,6 +30,7 @@ from .files import disk_full
 from .loop import pick_device
 from .meta import TrialMeta
 from .metrics import WORST
+from .runtime import keep_freed_memory
 from .tracking import TrialTracker, apply_http_defaults
 from .train import SetupError, TrainingDiverged, train
 from .trialdir import TrialDir, list_checkpoints
@@ -86,8 +87,6 @@ def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable for one mixsweep trial."""
     import ray
     from ray import tune
-
-    from .runtime import keep_freed_memory
 
     keep_freed_memory()  # this is a trial process of ours
     apply_http_defaults()  # a worker on another node does not inherit the driver's environment
