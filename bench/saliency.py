@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import describe, interleaved, markdown_table, median, paired_ratio  # noqa: E402
 
 from trainables.mixing import build_mixer, list_presets, saliency_map  # noqa: E402
+from trainables.models import build_model  # noqa: E402
+from trainables.runtime import keep_freed_memory  # noqa: E402
 
 
 def photo_crops(batch: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -74,8 +76,6 @@ def saliency_table(device: torch.device, rounds: int) -> str:
 
 
 def overhead_table(device: torch.device, batch: int, rounds: int) -> str:
-    from trainables.models import build_model
-
     torch.manual_seed(0)
     model = build_model("resnet18", num_classes=10, image_size=(32, 32), mean=(0.5,) * 3, std=(0.25,) * 3).to(device)
     model.train()
@@ -105,8 +105,6 @@ def overhead_table(device: torch.device, batch: int, rounds: int) -> str:
 
 
 def main() -> None:
-    from trainables.runtime import keep_freed_memory
-
     keep_freed_memory()  # as in trial processes (see trainables/runtime.py)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

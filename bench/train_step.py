@@ -23,6 +23,7 @@ from trainables.data import build_dataset, make_loader  # noqa: E402
 from trainables.mixing import build_mixer, list_presets  # noqa: E402
 from trainables.models import build_model  # noqa: E402
 from trainables.optim import soft_cross_entropy  # noqa: E402
+from trainables.runtime import keep_freed_memory  # noqa: E402
 
 
 def train_step(mixer, model, opt, images, labels, num_classes: int, g: torch.Generator) -> None:
@@ -84,8 +85,6 @@ def epoch_table(device: torch.device, presets: list[str], rounds: int) -> str:
 
 
 def main() -> None:
-    from trainables.runtime import keep_freed_memory
-
     keep_freed_memory()  # as in trial processes (see trainables/runtime.py)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -14,7 +14,7 @@ distribution) get the same pairs and lams: common random numbers make rows compa
 Statistics: mean label TV (over samples with a visible object; samples without one are counted in
 "no obj"), empty-label rate, mean source share; 95 % CIs by a percentile bootstrap that resamples
 whole BATCHES (cluster bootstrap, 2000 resamples, ratio of sums): a `per_batch` preset draws one lam
-and one box per batch, so its samples are not independent, and `orchestrator.stats.bootstrap_mean_ci`,
+and one box per batch, so its samples are not independent, and `orchestrator.estimators.bootstrap_mean_ci`,
 which resamples single values, would make its interval too narrow. With a single batch it falls back
 to that per-sample bootstrap.
 
@@ -41,8 +41,17 @@ import numpy as np
 import torch
 import yaml
 
+from trainables.config import ConfigError, parse_set, parse_value
+from trainables.data import DATASETS, build_dataset, object_sample
+from trainables.data.base import dataset_options
+from trainables.mixing import FACTOR_KEYS, build_mixer, factor_values, list_presets, parse_lam
+from trainables.mixing.fidelity import always_mixing, measure_fidelity
+from trainables.mixing.registry import did_you_mean
+from trainables.models import build_model
+
 from .errors import UserError
-from .stats import bootstrap_mean_ci
+from .estimators import bootstrap_mean_ci
+from .spec.distributions import _split_args
 
 DEFAULT_PAIRS = 4096
 DEFAULT_BATCH = 128
@@ -80,60 +89,47 @@ def _show(value: Any) -> str:
 
 
 def split_values(text: str) -> list[Any]:
-    """`a,b` -> [a, b] (each a YAML scalar); commas inside brackets stay (`beta(1,1),uniform(0,1)`);
-    a YAML flow list `[a, b]` is read as such."""
-    text = text.strip()
-    if text.startswith("["):
+    """The values of one `--set KEY=...`: a YAML flow list `[a, b]`, or `a,b` split at the top-level commas
+    (parentheses, brackets and quotes nest: `beta(1,1),uniform(0,1)`, `'a,b'`). Every value is read by
+    `trainables.config.parse_value`, the one `--set` value reader (`"123"` stays a string)."""
+    value = parse_value(text)
+    if isinstance(value, list):
+        return value
+    if text.strip().startswith("["):  # meant as a list, but not valid YAML: say where it breaks
         try:
-            values = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise UserError(f"--set value {text!r} is not a valid list: {str(exc).splitlines()[0]}") from None
-        if isinstance(values, list):
-            return values
-    parts, depth, cur = [], 0, ""
-    for ch in text:
-        depth += ch in "([{"
-        depth -= ch in ")]}"
-        if ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    out = []
-    for part in parts:
-        part = part.strip()
-        if not part:
-            raise UserError(f"--set value {text!r} has an empty item; give values as v1,v2,...")
-        try:
-            out.append(yaml.safe_load(part))
-        except yaml.YAMLError:
-            out.append(part)
-    return out
+            yaml.safe_load(text)
+        except yaml.MarkedYAMLError as exc:
+            where = f" (column {exc.problem_mark.column + 1})" if exc.problem_mark else ""
+            raise UserError(f"--set value {text!r} is not a valid list: {exc.problem}{where}") from None
+        except yaml.YAMLError:  # a reader error (a character YAML does not take): no problem/mark
+            raise UserError(f"--set value {text!r} is not a valid list; give [v1, v2] or v1,v2") from None
+    parts = _split_args(text)
+    if not parts or not all(parts):
+        raise UserError(f"--set value {text!r} has an empty item; give values as v1,v2,...")
+    return [parse_value(part) for part in parts]
 
 
 def parse_sets(items: Sequence[str]) -> dict[str, list[Any]]:
-    """`--set KEY=V1,V2` flags -> {key: [values]}; a key given twice is an error."""
+    """`--set KEY=V1,V2` flags -> {key: [values]}: each flag read by `trainables.config.parse_set`, its value
+    split by `split_values`; a key given twice is an error."""
     out: dict[str, list[Any]] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UserError(f"--set {item!r}: expected KEY=VALUE or KEY=V1,V2,..., e.g. --set mix.selection=random")
+        try:
+            (key,) = parse_set([item])
+        except ConfigError:  # no `=` or no key
+            raise UserError(f"--set {item!r}: expected KEY=VALUE or KEY=V1,V2,..., e.g. --set mix.selection=random"
+                            ) from None
         if key in out:
             raise UserError(f"--set {key}: given twice; list its values once, comma-separated")
-        values = split_values(value)
+        text = item.partition("=")[2]  # as typed: quotes in the comma form (`'a,b',c`) keep their commas
+        values = split_values(text)
         if len({repr(v) for v in values}) != len(values):
-            raise UserError(f"--set {key}: duplicate values in {value!r}")
+            raise UserError(f"--set {key}: duplicate values in {text!r}")
         out[key] = values
     return out
 
 
 def _check_keys(sets: Mapping[str, list[Any]], dataset: str) -> None:
-    from trainables.data.base import dataset_options
-    from trainables.mixing import FACTOR_KEYS, factor_values, parse_lam
-    from trainables.mixing.registry import did_you_mean
-
     known_mix = [f"mix.{k}" for k in FACTOR_KEYS if f"mix.{k}" not in FORCED_KEYS]
     known_data = [f"data.{k}" for k in dataset_options(dataset)]
     categorical = factor_values()
@@ -201,9 +197,6 @@ def _row(preset: str, factors: tuple, fid, seed: int, note: str) -> Row:
 
 def _plan(presets: Sequence[str] | None, sets: Mapping[str, list[Any]]):
     """[(preset, factors, mix config, data options)] and the notes on what was left out."""
-    from trainables.mixing import build_mixer, list_presets
-    from trainables.mixing.registry import did_you_mean
-
     known = list_presets()
     explicit = presets is not None
     if explicit:
@@ -252,12 +245,6 @@ def measure(*, presets: Sequence[str] | None = None, sets: Mapping[str, list[Any
             dataset: str = "synthetic_salient", pairs: int = DEFAULT_PAIRS, batch_size: int = DEFAULT_BATCH,
             seed: int = 0) -> tuple[list[Row], list[str], str]:
     """Measure every preset x factor combination; returns (rows, notes, a header line)."""
-    from trainables.data import DATASETS, build_dataset, object_sample
-    from trainables.data.base import dataset_options
-    from trainables.mixing.fidelity import always_mixing, measure_fidelity
-    from trainables.mixing.registry import did_you_mean
-    from trainables.models import build_model
-
     sets = dict(sets or {})
     if dataset not in DATASETS:
         raise UserError(f"--dataset: unknown dataset {dataset!r}{did_you_mean(dataset, DATASETS.names())}; "

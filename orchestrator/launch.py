@@ -21,6 +21,7 @@ from typing import Any
 
 from trainables.files import atomic_write_text, disk_full
 from trainables.meta import TrialMeta
+from trainables.tracking import HTTP_DEFAULTS
 
 from .errors import UserError
 from .storage import SweepPaths
@@ -154,12 +155,15 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
     try:
         try:
             if address:
-                ray.init(address=address, log_to_driver=True)
+                ray.init(address=address, log_to_driver=True, runtime_env=_worker_env())
+            elif os.environ.get("RAY_ADDRESS"):
+                ray.init(address=os.environ["RAY_ADDRESS"], include_dashboard=False, log_to_driver=True,
+                         runtime_env=_worker_env())
             else:
                 # "local": a new instance even when a `ray start` cluster runs on this machine (no address
-                # would join the one in /tmp/ray/ray_current_cluster, and die with it); RAY_ADDRESS still counts
-                ray.init(address=os.environ.get("RAY_ADDRESS") or "local", include_dashboard=False,
-                         log_to_driver=True)
+                # would join the one in /tmp/ray/ray_current_cluster, and die with it); its workers are
+                # children of this process and inherit its environment
+                ray.init(address="local", include_dashboard=False, log_to_driver=True)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
         record_driver(paths, address)
@@ -172,6 +176,12 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
         _, alive = _wait_gone(local, timeout=15.0)
         stop_processes(alive)
         paths.driver.unlink(missing_ok=True)
+
+
+def _worker_env() -> dict[str, Any]:
+    """The runtime_env of a job on an existing cluster, whose workers do not inherit this process's
+    environment: the MLflow HTTP settings, as the user set them here or else `HTTP_DEFAULTS`."""
+    return {"env_vars": {key: os.environ.get(key, value) for key, value in HTTP_DEFAULTS.items()}}
 
 
 def _quiet_about_full_disks(logger_name: str) -> None:
@@ -282,7 +292,7 @@ def _search(spec, meta: TrialMeta, history):
     """(param_space, search_alg, num_samples) for a search-algorithm spec that has `history` so far."""
     from ray.tune.search import ConcurrencyLimiter
 
-    from .search import optuna_search
+    from .search import optuna_search  # here: search imports this module (per_epoch_metric), and loads torch
 
     space = {key: dist.to_tune() for key, dist in spec.search.space.items()}
     param_space = {"trial": {"config": {**spec.base_config(), **space, "seed": spec.seeds[0]}, "meta": meta.to_dict()}}
@@ -310,7 +320,7 @@ def _fatal_stopper(progress):
 def build_tuner(plan: LaunchPlan, progress):
     from ray import tune
 
-    from trainables.trainable import run_trial
+    from trainables.trainable import run_trial  # here: it loads torch, and `status` imports this module
 
     spec = plan.spec
     trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
@@ -359,6 +369,7 @@ def check_data(configs: list, address: str | None, out) -> None:
     once here, before Ray starts (UserError naming what is missing). On a cluster (`address`) the data
     may live on the worker nodes only, so a problem is a warning there; each trial still fails at once,
     without retries, with the reason the driver prints."""
+    # here: both load torch, and `mixsweep status` imports this module
     from trainables.config import validate_config
     from trainables.data import build_dataset, dataset_options
 

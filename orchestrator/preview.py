@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from trainables.mixing import SELECTIONS, build_mixer, list_presets
+from trainables.models import build_model
 from trainables.render import PHOTO_NAMES, PHOTOS, photo_batch, render_rows, rows_from_output
 
 from .errors import UserError
@@ -31,7 +32,6 @@ def render_preview(
     Presets that draw lam use `lam` instead (one random draw says little; None keeps theirs).
     Gradient-saliency presets use an untrained small CNN, so their maps show the mechanism only.
     """
-    from trainables.models import build_model
 
     presets = list(presets) if presets is not None else [p for p in list_presets() if p != "none"]
     unknown = [p for p in photos if p not in PHOTOS]

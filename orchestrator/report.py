@@ -15,7 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import tracking
+from .errors import UserError
+from .spec import is_grid, load_spec
 from .stats import COST_COLUMN, MAX_LISTED_EXCLUDED, FactorSummary, Report, normalize_level, summarize
+from .storage import SweepState, sweep_paths
 
 # ------------------------------------------------------------------------------------- rendering
 
@@ -328,11 +332,6 @@ def write_search_report(trials: pd.DataFrame, space: Sequence[str], metric: str,
 
 def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None) -> dict[str, Path]:
     """`mixsweep report NAME`: statistics of the sweep's trials from MLflow, written and logged."""
-    from . import tracking
-    from .errors import UserError
-    from .spec import is_grid, load_spec
-    from .storage import SweepState, sweep_paths
-
     paths = sweep_paths(storage, name)
     state = SweepState.load(paths)
     spec = load_spec(paths.spec)

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from trainables.config import ConfigError, resolve_trial
+from trainables.metrics import WORST
 from trainables.trialdir import TrialState
 
 from .launch import per_epoch_metric
@@ -55,9 +57,7 @@ def _fits(dist, value: Any) -> bool:
 
 def search_history(spec, paths: SweepPaths, stopped: set[str]) -> SearchHistory:
     """What the storage says about the trials `spec`'s search sampled so far (`stopped`: ASHA stops)."""
-    from trainables.config import ConfigError, resolve_trial
-    from trainables.metrics import WORST
-    from trainables.train import read_config
+    from trainables.train import read_config  # here: it loads the training loop, which `run --dry-run` need not
 
     metric = per_epoch_metric(spec.metric)
     space = spec.search.space

@@ -9,31 +9,25 @@ Method
 * Only trials with ``status == "FINISHED"`` and a finite metric enter the statistics. Every other
   trial (FAILED, KILLED, RUNNING, or FINISHED without the metric) is listed as excluded, with its
   factor levels and ``error``.
-* Per factor level: n, mean, sample std (ddof=1) and a 95 % *percentile* bootstrap CI of the mean
-  (Efron & Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13), resampling trials.
+* Per factor level: n, mean, sample std (ddof=1) and a 95 % percentile bootstrap CI of the mean,
+  resampling trials.
 * Paired comparison of every level against the reference level (the first level the spec lists):
   trial A (level L) is paired with trial B (reference) when every *other* factor and the seed are
   equal, i.e. seeds and the other factors are blocks. Δ = L − reference, in metric units, with a
-  percentile bootstrap CI over the pairs, a paired t-test (``scipy.stats.ttest_1samp`` on the
-  differences, identical to ``ttest_rel``) and a Wilcoxon signed-rank test (``scipy.stats.wilcoxon``,
-  ``zero_method="wilcox"``: zero differences are dropped; scipy's ``method="auto"``: exact for n <= 50
-  without ties, exhaustive permutation for ties/zeros with n <= 13, normal approximation otherwise).
-* Holm–Bonferroni step-down correction (Holm 1979, Scand. J. Statist. 6:65-70) of the paired t-test
-  p-values across the non-reference levels of each factor (each factor is its own family).
+  percentile bootstrap CI over the pairs, a paired t-test and a Wilcoxon signed-rank test.
+* Holm–Bonferroni correction of the paired t-test p-values across the non-reference levels of each
+  factor (each factor is its own family).
+* The estimators (bootstrap, tests, Holm; references and edge cases) are in `orchestrator.estimators`.
 * Plot in the style of SaliencyMix (Uddin et al., ICLR 2021) Figure 3: bars of level means with CI
   whiskers, one panel per factor, individual trials as dots.
 
 Choices and deviations
 ----------------------
-* Bootstrap is implemented here (vectorised resampling of indices), not via ``scipy.stats.bootstrap``:
-  that one refuses n = 1 and warns on constant data. Each interval gets its own generator,
-  ``numpy.random.default_rng([seed, crc32(factor/level/kind)])``, so an interval does not change when
-  levels or factors are added, removed or reordered, and the row order of ``trials`` is irrelevant
-  (values are sorted by seed and blocking key before resampling).
-* n < 2 (trials or pairs): std, CIs and p-values are NaN. All differences exactly zero: both p-values
-  are 1.0. Constant non-zero differences (zero variance): t-test p = 0.0 (the limit t → ±∞).
-* Percentile bootstrap CIs are too narrow for few trials (normal data: n = 5 covers ≈ 85 %, n = 10
-  ≈ 90 %, not 95 %); the tests are the better guide there, and the markdown notes it below n = 10.
+* Each interval gets its own generator, ``numpy.random.default_rng([seed, crc32(factor/level/kind)])``,
+  so an interval does not change when levels or factors are added, removed or reordered, and the row
+  order of ``trials`` is irrelevant (values are sorted by seed and blocking key before resampling).
+* n < 2 (trials or pairs): std, CIs and p-values are NaN. Percentile bootstrap CIs are too narrow
+  for few trials; the tests are the better guide there, and the markdown notes it below n = 10.
   With n pairs the two-sided Wilcoxon p cannot go below 2 / 2**n (0.0625 for 5 pairs); the markdown
   says so when it applies.
 * Several finished trials in the same cell (same factors and seed, e.g. a re-run) are averaged
@@ -52,7 +46,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,7 +53,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from .estimators import bootstrap_mean_ci, holm, paired_tests
 
 __all__ = [
     "ExcludedTrial",
@@ -68,10 +62,7 @@ __all__ = [
     "LevelStats",
     "PairedComparison",
     "Report",
-    "bootstrap_mean_ci",
-    "holm",
-    "paired_tests",
-        "summarize",
+    "summarize",
 ]
 
 FINISHED = "FINISHED"
@@ -79,7 +70,6 @@ COST_COLUMN = "cost/device_s"
 DEVICE_COLUMN = "device"
 ERROR_COLUMN = "error"
 REQUIRED_COLUMNS = ("run_hash", "seed", "status")
-CONFIDENCE = 0.95
 _MISSING = ("missing",)
 MAX_LISTED_EXCLUDED = 50
 
@@ -184,71 +174,7 @@ class Report:
     notes: tuple[str, ...]  # caveats worth reading (duplicates, unlisted levels, Wilcoxon floor)
 
 
-# ---------------------------------------------------------------------------------- pure helpers
-
-
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm–Bonferroni step-down adjusted p-values, in the input order.
-
-    adj_(i) = max_{j <= i} min(1, (m - j + 1) * p_(j)) over the ascending p-values. NaN entries (tests
-    that could not run) stay NaN and do not count in m. Monotone in p, never below p, at most 1.
-    """
-    p = np.asarray(pvalues, dtype=float)
-    if p.ndim != 1:
-        raise ValueError(f"holm expects a 1-D sequence of p-values, got shape {p.shape}")
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(~np.isnan(p))
-    if ok.size == 0:
-        return out
-    if np.any((p[ok] < 0) | (p[ok] > 1)):
-        raise ValueError(f"p-values must lie in [0, 1], got {p[ok].tolist()}")
-    order = ok[np.argsort(p[ok], kind="stable")]
-    scaled = (ok.size - np.arange(ok.size)) * p[order]
-    out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
-    return out
-
-
-def bootstrap_mean_ci(
-    values: Sequence[float],
-    *,
-    n_boot: int = 10_000,
-    rng: np.random.Generator | int = 0,
-    confidence: float = CONFIDENCE,
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean: resample `values` with replacement `n_boot` times.
-
-    Returns (NaN, NaN) for fewer than two values. Deterministic for a given seed / generator state.
-    """
-    x = np.asarray(values, dtype=float)
-    if x.size < 2:
-        return math.nan, math.nan
-    rng = np.random.default_rng(rng)
-    means = np.empty(n_boot)
-    block = max(1, 2_000_000 // x.size)  # bounds the index matrix to ~16 MB
-    for start in range(0, n_boot, block):
-        stop = min(n_boot, start + block)
-        means[start:stop] = x[rng.integers(0, x.size, size=(stop - start, x.size))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
-def paired_tests(diffs: Sequence[float]) -> tuple[float, float]:
-    """Two-sided (paired t-test, Wilcoxon signed-rank) p-values for paired differences.
-
-    n < 2 → (NaN, NaN); all differences zero → (1.0, 1.0); zero variance with a non-zero mean → the
-    t-test gives 0.0 (t = ±inf). scipy's precision warnings for nearly constant data are silenced.
-    """
-    d = np.asarray(diffs, dtype=float)
-    if d.size < 2:
-        return math.nan, math.nan
-    if np.all(d == 0.0):
-        return 1.0, 1.0
-    with warnings.catch_warnings(), np.errstate(all="ignore"):
-        warnings.simplefilter("ignore")
-        p_t = 0.0 if np.all(d == d[0]) else float(stats.ttest_1samp(d, 0.0).pvalue)
-        p_w = float(stats.wilcoxon(d, zero_method="wilcox").pvalue)
-    return p_t, p_w
+# ---------------------------------------------------------------------------------- helpers
 
 
 def _is_missing(value: Any) -> bool:

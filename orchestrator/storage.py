@@ -125,7 +125,14 @@ def known_sweeps(storage: Path) -> list[str]:
 
 
 class DamagedState(UserError):
-    """sweep.json exists but cannot be read; `mixsweep run` rebuilds it."""
+    """sweep.json exists but cannot be read; `mixsweep run` rebuilds it.
+
+    `reason`: what is wrong, without the remedy (for callers that rebuild it themselves).
+    """
+
+    def __init__(self, reason: str, remedy: str) -> None:
+        super().__init__(f"{reason}. {remedy}")
+        self.reason = reason
 
 
 #: the layout of sweep.json this code reads and writes. A file without a `format` field has layout 1 (the
@@ -207,21 +214,21 @@ class SweepState:
         try:
             data = json.loads(paths.state.read_text())
         except (OSError, ValueError) as exc:
-            raise DamagedState(f"{paths.state} cannot be read ({type(exc).__name__}: {str(exc)[:200]}). "
-                               f"{rebuild}") from None
+            raise DamagedState(f"{paths.state} cannot be read ({type(exc).__name__}: {str(exc)[:200]})",
+                               rebuild) from None
         version = data.get("format", 1) if isinstance(data, dict) else None
         if isinstance(version, int) and version > STATE_FORMAT:
             raise UserError(f"{paths.state} was written by a newer mixsweep (sweep state format {version}; this one "
                             f"reads format {STATE_FORMAT}): upgrade mixsweep to continue sweep {paths.name!r}")
         if isinstance(version, int) and version < STATE_FORMAT:
             raise DamagedState(f"{paths.state} cannot be read (sweep state format {version} of an older mixsweep; "
-                               f"this one reads format {STATE_FORMAT}). {rebuild}")
+                               f"this one reads format {STATE_FORMAT})", rebuild)
         try:
             if not isinstance(version, int):
                 raise ValueError(f"format {version!r}")
             return cls.from_dict(data)
         except ValueError as exc:
-            raise DamagedState(f"{paths.state} cannot be read (not a sweep state: {exc}). {rebuild}") from None
+            raise DamagedState(f"{paths.state} cannot be read (not a sweep state: {exc})", rebuild) from None
 
     def save(self, paths: SweepPaths) -> None:
         """Replace sweep.json as a whole (atomically)."""

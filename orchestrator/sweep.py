@@ -188,7 +188,7 @@ def _previous_state(paths: SweepPaths, out: TextIO) -> SweepState | None:
     try:
         return SweepState.load(paths)
     except DamagedState as exc:
-        print(f"[mixsweep] warning: {str(exc).split('. ')[0]}; rebuilding it from the spec and the trials' folders",
+        print(f"[mixsweep] warning: {exc.reason}; rebuilding it from the spec and the trials' folders",
               file=out)
         return None
 

@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from trainables.config import ConfigError, resolve_trial, trial_name
 from trainables.meta import TrialMeta
+from trainables.tracking import TrialTracker
 from trainables.trialdir import TrialDir, TrialState
 
 from . import tracking
 from .errors import UserError
 from .launch import check_no_live_driver
+from .spec import expand, is_grid, load_spec
 from .storage import SweepPaths, SweepState, sweep_lock, sweep_paths
 
 #: the states of a trial that has ended for good
@@ -105,8 +108,7 @@ def trial_config(rec: TrialRecord, launched: Mapping[str, Mapping[str, Any]]):
 
     Raises ConfigError (naming the file) when none of them validates.
     """
-    from trainables.config import ConfigError, resolve_trial
-    from trainables.train import read_config
+    from trainables.train import read_config  # here: it loads the training loop, which `run --dry-run` need not
 
     errors = []
     for source, raw in (("its Ray results", rec.config), ("the sweep's spec", launched.get(rec.run_hash))):
@@ -139,9 +141,6 @@ def sync_trials(paths: SweepPaths, state: SweepState, *, only: set[str] | None =
     A trial whose config cannot be read from anywhere is skipped and named (with its folder) in
     `SyncResult.unreadable`; the others are synced. MLflow failing raises UserError.
     """
-    from trainables.config import ConfigError, trial_name
-    from trainables.tracking import TrialTracker
-
     out = out or sys.stderr
     uri = state.tracking_uri
     names = state.names
@@ -210,8 +209,6 @@ def sync_sweep(name: str, *, storage: Path, out: TextIO | None = None) -> int:
 
 def launched_configs(paths: SweepPaths) -> dict[str, dict[str, Any]]:
     """run_hash -> launch config of a grid sweep, from its saved spec ({} when there is none to read)."""
-    from .spec import expand, is_grid, load_spec
-
     try:
         spec = load_spec(paths.spec)
     except UserError:

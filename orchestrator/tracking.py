@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from trainables.tracking import (
-    MAX_PARAMS_PER_BATCH,
     TAG_CONFIG_HASH,
     TAG_DEVICE,
     TAG_ERROR,
@@ -25,8 +24,8 @@ from trainables.tracking import (
     TAG_ROLE,
     TAG_RUN_HASH,
     TAG_SWEEP,
+    log_params,
     mlflow_client,
-    param_value,
     store_lock,
 )
 
@@ -91,7 +90,7 @@ def find_sweep_run(mlflow_client, experiment_id: str, sweep: str):
 
 def ensure_sweep_run(mlflow_client, experiment_id: str, spec, spec_hash: str, params: Mapping[str, Any]) -> str:
     """Get-or-create the sweep's parent run; params and the spec artifact are logged once per spec version."""
-    from mlflow.entities import Param, RunStatus
+    from mlflow.entities import RunStatus
 
     run = find_sweep_run(mlflow_client, experiment_id, spec.name)
     if run is None:
@@ -100,9 +99,7 @@ def ensure_sweep_run(mlflow_client, experiment_id: str, spec, spec_hash: str, pa
             tags["mlflow.note.content"] = spec.description
         run = mlflow_client.create_run(experiment_id, tags=tags, run_name=spec.name)
         run_id = run.info.run_id
-        items = [Param(k, param_value(v)) for k, v in params.items()]
-        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            mlflow_client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+        log_params(mlflow_client, run_id, params)
         mlflow_client.log_text(run_id, spec.text, "spec.yaml")
         return run_id
     run_id = run.info.run_id

@@ -126,22 +126,38 @@ def test_non_utf8_spec(tmp_path, monkeypatch, capsys):
     assert_one_clean_message(code, err, r"UTF-8")
 
 
+SHIPPED = "baselines, factorial, guided_pairing, hpo, lambda_distributions, official_vs_paper, saliency_methods, "
+PRESETS = "none, mixup, cutmix, saliencymix, saliencymix_official, guided_sr, guided_ap, grafting"
+REBUILD = ("`mixsweep run` rebuilds it: mixsweep run {spec} --storage {storage} (with the --tracking-uri the sweep "
+           "used, unless it was the default); trials that finished are kept and not run again")
+
+
 def _cli_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
+    """(case id, arguments, the whole message): where (flag, file or key), the value it got, what is allowed."""
     spec = tmp / "good.yaml"
     a_file = tmp / "a_file"
+    e = re.escape
+    unknown = rf"unknown sweep 'nosuch'; sweeps in {e(str(tmp))}: corrupt, newer, older$"
     return [
-        ("missing-spec-file", ["run", str(tmp / "nope.yaml"), "--storage", str(tmp / "runs")], r"nope.yaml"),
+        ("missing-spec-file", ["run", str(tmp / "nope.yaml"), "--storage", str(tmp / "runs")],
+         rf"^mixsweep run: error: {e(str(tmp / 'nope.yaml'))}: no such spec file; give a path to a \.yaml file or the "
+         rf"name of a shipped spec: {SHIPPED}"),
         ("unknown-spec-name", ["run", "selection_schemez", "--storage", str(tmp / "runs")],
-         r"did you mean 'selection_schemes'"),
-        ("storage-is-a-file", ["run", str(spec), "--storage", str(a_file)], r"is a file"),
-        ("storage-under-a-file", ["run", str(spec), "--storage", str(a_file / "sub")], r"cannot be created"),
+         r"^mixsweep run: error: 'selection_schemez': not a spec file and not a shipped spec \(did you mean "
+         rf"'selection_schemes'\?\); give a path to a \.yaml file or the name of a shipped spec: {SHIPPED}"),
+        ("storage-is-a-file", ["run", str(spec), "--storage", str(a_file)],
+         rf"^mixsweep run: error: --storage {e(str(a_file))} is a file, not a directory$"),
+        ("storage-under-a-file", ["run", str(spec), "--storage", str(a_file / "sub")],
+         rf"^mixsweep run: error: --storage {e(str(a_file / 'sub'))} cannot be created: {e(str(a_file))} is a file$"),
         ("set-unknown-key", ["run", str(spec), "--storage", str(tmp / "runs"), "--set", "optim.lrr=0.1"],
          r"base\.optim\.lrr \(from --set optim\.lrr\): unknown key \(did you mean 'optim\.lr'\?\); allowed: "
          r"optim\.name, optim\.lr, "),
         ("set-unknown-key-with-factors", ["run", str(spec), "--storage", str(tmp / "runs"), "--set", "nonexistent=1"],
-         r"base\.nonexistent \(from --set nonexistent\): unknown key;"),
+         r"base\.nonexistent \(from --set nonexistent\): unknown key; allowed: amp, batch_size, dataset, "
+         r".*data\.<option>, model\.<option>, mix\.preset, "),
         ("validate-set-unknown-key", ["validate", "smoke", "--set", "nonexistent=1"],
-         r"smoke: base\.nonexistent \(from --set nonexistent\): unknown key;"),
+         r"^mixsweep validate: error: search_spaces:smoke: base\.nonexistent \(from --set nonexistent\): unknown key; "
+         r"allowed: amp, batch_size, "),
         ("set-bad-value", ["run", str(spec), "--storage", str(tmp / "runs"), "--set", "epochs=0"],
          r"good\.yaml: base\.epochs \(from --set epochs\): must be >= 1 \(got 0\)$"),
         ("set-no-equals", ["run", str(spec), "--storage", str(tmp / "runs"), "--set", "epochs"],
@@ -150,37 +166,56 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
          r"--set mix\.preset: mix\.preset is a factor of this spec \(levels: none, cutmix\); it cannot also be fixed - "
          r"change its levels with --set 'factors\.mix\.preset=\[\.\.\.\]'$"),
         ("relative-sqlite", ["run", str(spec), "--storage", str(tmp / "runs"), "--tracking-uri", "sqlite:///x.db"],
-         r"folder .* does not exist|absolute"),
+         r"^mixsweep run: error: tracking URI sqlite:///x\.db: sqlite paths must be absolute "
+         r"\(sqlite:////abs/path/mlflow\.db\); Ray trials run in other folders$"),
         ("unreachable-server", ["run", str(spec), "--storage", str(tmp / "runs"), "--tracking-uri",
-                                "http://127.0.0.1:9"], r"cannot reach the MLflow tracking server"),
+                                "http://127.0.0.1:9"],
+         r"^mixsweep run: error: cannot reach the MLflow tracking server at http://127\.0\.0\.1:9 \(.+\); start it "
+         r"\(mlflow server --host 127\.0\.0\.1 --port PORT \.\.\.\) or pass another --tracking-uri$"),
         ("bad-address", ["run", str(spec), "--storage", str(tmp / "runs"), "--address", "not an address!"],
-         r"--address"),
-        ("resume-unknown", ["resume", "nosuch", "--storage", str(tmp)], r"unknown sweep 'nosuch'"),
-        ("status-unknown", ["status", "nosuch", "--storage", str(tmp)], r"unknown sweep 'nosuch'"),
-        ("report-unknown", ["report", "nosuch", "--storage", str(tmp)], r"unknown sweep 'nosuch'"),
-        ("sync-unknown", ["sync", "nosuch", "--storage", str(tmp)], r"unknown sweep 'nosuch'"),
-        ("ui-unknown", ["ui", "nosuch", "--storage", str(tmp)], r"unknown sweep 'nosuch'"),
-        ("resume-escaping-name", ["resume", "../../etc", "--storage", str(tmp)], r"not allowed"),
-        ("status-missing-storage", ["status", "x", "--storage", str(tmp / "absent")], r"does not exist"),
+         r"^mixsweep run: error: --address 'not an address!': expected 'auto', HOST:PORT \(a cluster's GCS\) or "
+         r"ray://HOST:PORT \(Ray Client\)$"),
+        ("resume-unknown", ["resume", "nosuch", "--storage", str(tmp)], rf"^mixsweep resume: error: {unknown}"),
+        ("status-unknown", ["status", "nosuch", "--storage", str(tmp)], rf"^mixsweep status: error: {unknown}"),
+        ("report-unknown", ["report", "nosuch", "--storage", str(tmp)], rf"^mixsweep report: error: {unknown}"),
+        ("sync-unknown", ["sync", "nosuch", "--storage", str(tmp)], rf"^mixsweep sync: error: {unknown}"),
+        ("ui-unknown", ["ui", "nosuch", "--storage", str(tmp)], rf"^mixsweep ui: error: {unknown}"),
+        ("resume-escaping-name", ["resume", "../../etc", "--storage", str(tmp)],
+         r"^mixsweep resume: error: sweep name '\.\./\.\./etc' is not allowed: use 1-64 of a-z, 0-9, '_' and '-'$"),
+        ("status-missing-storage", ["status", "x", "--storage", str(tmp / "absent")],
+         rf"^mixsweep status: error: --storage {e(str(tmp / 'absent'))} does not exist$"),
         ("status-corrupt-state", ["status", "corrupt", "--storage", str(tmp)],
-         r"sweep.json cannot be read .*`mixsweep run` rebuilds it: mixsweep run \S*spec.yaml"),
+         rf"^mixsweep status: error: {e(str(tmp / 'corrupt' / 'sweep.json'))} cannot be read \(JSONDecodeError: .+\)\. "
+         + e(REBUILD.format(spec=tmp / "corrupt" / "spec.yaml", storage=tmp)) + "$"),
         ("status-newer-state", ["status", "newer", "--storage", str(tmp)],
          r"newer/sweep.json was written by a newer mixsweep \(sweep state format 99; this one reads format 1\): "
          r"upgrade mixsweep to continue sweep 'newer'"),
-        ("resume-newer-state", ["resume", "newer", "--storage", str(tmp)], r"written by a newer mixsweep"),
+        ("resume-newer-state", ["resume", "newer", "--storage", str(tmp)],
+         rf"^mixsweep resume: error: {e(str(tmp / 'newer' / 'sweep.json'))} was written by a newer mixsweep \(sweep "
+         r"state format 99; this one reads format 1\): upgrade mixsweep to continue sweep 'newer'$"),
         ("status-older-state", ["status", "older", "--storage", str(tmp)],
          r"older/sweep.json cannot be read \(sweep state format 0 of an older mixsweep; this one reads format 1\)\. "
          r"`mixsweep run` rebuilds it: mixsweep run \S*older/spec.yaml"),
-        ("report-storage-is-file", ["report", "x", "--storage", str(a_file)], r"is a file"),
-        ("validate-missing", ["validate", str(tmp / "missing.yaml")], r"missing.yaml"),
-        ("preview-bad-preset", ["preview", "--presets", "cutmixx", "--out", str(tmp / "p.png")], r"did you mean"),
-        ("preview-bad-photo", ["preview", "--photos", "nosuchphoto", "--out", str(tmp / "p.png")], r"nosuchphoto"),
+        ("report-storage-is-file", ["report", "x", "--storage", str(a_file)],
+         rf"^mixsweep report: error: --storage {e(str(a_file))} is a file, not a directory$"),
+        ("validate-missing", ["validate", str(tmp / "missing.yaml")],
+         rf"^mixsweep validate: error: {e(str(tmp / 'missing.yaml'))}: no such spec file; give a path to a \.yaml file "
+         rf"or the name of a shipped spec: {SHIPPED}"),
+        ("preview-bad-preset", ["preview", "--presets", "cutmixx", "--out", str(tmp / "p.png")],
+         rf"^mixsweep preview: error: mix\.preset: unknown value 'cutmixx' \(did you mean 'cutmix'\?\); allowed: "
+         rf"{PRESETS}$"),
+        ("preview-bad-photo", ["preview", "--photos", "nosuchphoto", "--out", str(tmp / "p.png")],
+         r"^mixsweep preview: error: unknown photo 'nosuchphoto'; known: chelsea, coffee, astronaut, rocket, camera, "
+         r"hubble_deep_field$"),
         ("fidelity-bad-preset", ["fidelity", "--presets", "cutmixx", "--png", str(tmp / "f.png")],
-         r"unknown preset 'cutmixx' \(did you mean 'cutmix'\?\)"),
+         rf"^mixsweep fidelity: error: --presets: unknown preset 'cutmixx' \(did you mean 'cutmix'\?\); allowed: "
+         rf"{PRESETS}$"),
         ("fidelity-bad-value", ["fidelity", "--set", "mix.selection=random,randon", "--png", str(tmp / "f.png")],
-         r"mix.selection: unknown value 'randon'.*allowed"),
+         r"^mixsweep fidelity: error: --set mix\.selection: unknown value 'randon' \(did you mean 'random'\?\); "
+         r"allowed: salient_to_corresponding, salient_to_salient, .*, random$"),
         ("fidelity-unknown-key", ["fidelity", "--set", "mix.pairng=greedy", "--out", str(tmp / "fid")],
-         r"did you mean 'mix.pairing'"),
+         r"^mixsweep fidelity: error: --set mix\.pairng: unknown mixing key \(did you mean 'mix\.pairing'\?\); "
+         r"allowed: mix\.saliency, mix\.selection, .*mix\.pairing, "),
     ]
 
 
@@ -204,6 +239,7 @@ def test_bad_cli_calls(tmp_path, monkeypatch, capsys, index):
     before = tree(tmp_path)
     code, err = run_cli(args, capsys)
     assert_one_clean_message(code, err, pattern)
+    assert err.lstrip().startswith(f"mixsweep {args[0]}: error: "), err  # the command that refused
     assert tree(tmp_path) == before, "nothing may be written"
 
 

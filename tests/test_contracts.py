@@ -70,6 +70,10 @@ def test_sweep_state_refuses_what_it_does_not_understand(tmp_path, change, error
     with pytest.raises(error, match=pattern) as info:
         SweepState.load(paths)
     assert isinstance(info.value, DamagedState) == (error is DamagedState)  # only damage is rebuilt by `run`
+    if error is DamagedState:  # `run` warns with the reason alone, then rebuilds: no remedy in it
+        reason = info.value.reason
+        assert reason.startswith(f"{paths.state} cannot be read (") and "rebuilds" not in reason
+        assert str(info.value).startswith(f"{reason}. `mixsweep run` rebuilds it")
 
 
 def test_run_leaves_a_newer_sweep_state_alone(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from orchestrator.cli import main
-from orchestrator.fidelity import cluster_mean_ci, split_values
+from orchestrator.fidelity import cluster_mean_ci, parse_sets, split_values
 from trainables.data import build_dataset, object_sample
 from trainables.data.synthetic import generate
 from trainables.mixing import MixInfo
@@ -215,6 +215,10 @@ def test_cluster_bootstrap_and_value_splitting():
     assert lo == hi == 0.5
     assert split_values("beta(1,1),uniform(0, 1)") == ["beta(1,1)", "uniform(0, 1)"]
     assert split_values("0,0.5") == [0, 0.5] and split_values("[a, b]") == ["a", "b"]
+    # the one `--set` value reader: quoted values stay strings, quotes keep their commas
+    assert split_values('"123",\'a,b\',1') == ["123", "a,b", 1] and split_values('["0", 1]') == ["0", 1]
+    assert parse_sets(["data.clutter=0,2", "mix.selection=[random]"]) == {"data.clutter": [0, 2],
+                                                                          "mix.selection": ["random"]}
 
 
 # -- the CLI ------------------------------------------------------------------------------------
@@ -264,6 +268,12 @@ def test_cli_explicit_gradient_preset_uses_an_untrained_model(tmp_path, capsys):
     (["--presets", "mixup", "--set", "mix.selection=random"], r"preset mixup: .*does not apply"),
     (["--dataset", "cifar100", "--pairs", "4"], r"no object masks|not|missing"),
     (["--pairs", "1"], r"--pairs"),
+    (["--set", "mix.selection=[random, salient_to_salient"],
+     r"--set value '\[random, salient_to_salient' is not a valid list: expected ',' or '\]', but got '<stream end>' "
+     r"\(column 28\)"),
+    (["--set", "mix.selection=random,,salient_to_salient"], r"has an empty item; give values as v1,v2,\.\.\."),
+    (["--set", "mix.selection"], r"--set 'mix.selection': expected KEY=VALUE or KEY=V1,V2,\.\.\."),
+    (["--set", "data.clutter=0", "--set", "data.clutter=1"], r"--set data.clutter: given twice"),
 ])
 def test_cli_errors_exit_2(tmp_path, capsys, args, pattern):
     import re

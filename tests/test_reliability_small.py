@@ -98,6 +98,38 @@ def test_finished_run_loses_the_error_tag_of_an_earlier_stop(tmp_path):
     assert again.error is None and client.get_run(first.run_id).info.status == "FINISHED"
 
 
+def test_log_params_batches_and_cuts_long_values(tmp_path):
+    """The one param logger (trial runs and the sweep run): more params than MLflow takes in one call, a long value."""
+    from orchestrator import tracking
+    from trainables.tracking import MAX_PARAM_CHARS, MAX_PARAMS_PER_BATCH, log_params
+
+    client = tracking.client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = tracking.ensure_experiment(client, "mixsweep", tmp_path / "mlartifacts")
+    run_id = client.create_run(exp).info.run_id
+    params = {f"p{i:03d}": i for i in range(2 * MAX_PARAMS_PER_BATCH + 5)} | {"long": "x" * (MAX_PARAM_CHARS + 50)}
+    log_params(client, run_id, params)
+    logged = client.get_run(run_id).data.params
+    cut = "x" * (MAX_PARAM_CHARS - 3) + "..."
+    assert logged == {k: str(v) for k, v in params.items() if k != "long"} | {"long": cut}
+
+
+def test_http_defaults_are_set_by_entry_points_only(tmp_path, monkeypatch):
+    """Opening a client leaves the environment alone; `apply_http_defaults` keeps what the user set; a job on
+    an existing cluster carries the settings to workers that do not inherit the driver's environment."""
+    from orchestrator.launch import _worker_env
+    from trainables.tracking import HTTP_DEFAULTS, apply_http_defaults, mlflow_client
+
+    for key in HTTP_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    mlflow_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert not any(key in os.environ for key in HTTP_DEFAULTS)
+    assert _worker_env() == {"env_vars": HTTP_DEFAULTS}
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    apply_http_defaults()
+    assert {key: os.environ[key] for key in HTTP_DEFAULTS} == {**HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+    assert _worker_env()["env_vars"]["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "60"
+
+
 # -- 4. atomic writes honour the umask ------------------------------------------------------------------------------
 
 

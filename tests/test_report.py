@@ -1,4 +1,4 @@
-"""orchestrator.stats and orchestrator.report: known answers, pairing, Holm, bootstrap, degenerate inputs, files."""
+"""orchestrator.estimators, .stats and .report: known answers, pairing, Holm, bootstrap, degenerate inputs, files."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from orchestrator import report as rp
+from orchestrator.estimators import bootstrap_mean_ci, holm, paired_tests
 from orchestrator.report import plot_factors, render_markdown, summary_frame, write_report
-from orchestrator.stats import Report, bootstrap_mean_ci, holm, paired_tests, summarize
+from orchestrator.stats import Report, summarize
 
 METRIC = "final/top1_err"
 SELECTION = ["max_saliency", "random_patch", "same_as_ref"]

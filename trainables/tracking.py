@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -34,10 +35,11 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BA
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 
 
-def bounded_http_retries() -> None:
-    """Few, short MLflow HTTP retries unless the user set their own (MLFLOW_HTTP_REQUEST_*)."""
-    import os
+def apply_http_defaults() -> None:
+    """Few, short MLflow HTTP retries unless the user set their own (MLFLOW_HTTP_REQUEST_*).
 
+    Sets the process environment: call it once, at a process entry point (`mixsweep`'s main, a Ray
+    trial's start, `python -m trainables.train`), never from a library function."""
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
 
@@ -68,10 +70,10 @@ def store_lock(uri: str) -> Iterator[None]:
 
 
 def mlflow_client(uri: str):
-    """An MlflowClient with bounded HTTP retries, opened under `store_lock` (opening creates a new store)."""
+    """An MlflowClient opened under `store_lock` (opening creates a new store). HTTP retries: see
+    `apply_http_defaults`, which the entry points call."""
     from mlflow.tracking import MlflowClient
 
-    bounded_http_retries()
     with store_lock(uri):
         return MlflowClient(tracking_uri=uri)
 
@@ -79,6 +81,16 @@ def mlflow_client(uri: str):
 def param_value(value: Any) -> str:
     text = "None" if value is None else str(value)
     return text if len(text) <= MAX_PARAM_CHARS else text[: MAX_PARAM_CHARS - 3] + "..."
+
+
+def log_params(client, run_id: str, params: Mapping[str, Any]) -> None:
+    """Log `params` (values cut to MAX_PARAM_CHARS) in batches of at most MAX_PARAMS_PER_BATCH, MLflow's cap
+    per `log_batch`; the one param logger of the trial runs and the sweep run."""
+    from mlflow.entities import Param
+
+    items = [Param(k, param_value(v)) for k, v in params.items()]
+    for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
+        client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
 
 
 def find_trial_run(client, experiment_id: str, sweep: str, run_hash: str):
@@ -94,7 +106,7 @@ def find_trial_run(client, experiment_id: str, sweep: str, run_hash: str):
 def open_trial_run(client, meta: TrialMeta, params: Mapping[str, Any], trial_id: str = "",
                    node_id: str = "", device: str = "") -> tuple[str, int]:
     """Get-or-create the trial's run; returns (run_id, last epoch already logged)."""
-    from mlflow.entities import Param, RunStatus, RunTag
+    from mlflow.entities import RunStatus, RunTag
 
     run = find_trial_run(client, meta.experiment_id, meta.sweep, meta.run_hash)
     if run is None:
@@ -107,9 +119,7 @@ def open_trial_run(client, meta: TrialMeta, params: Mapping[str, Any], trial_id:
             tags["mlflow.parentRunId"] = meta.sweep_run_id
         run = client.create_run(meta.experiment_id, tags=tags, run_name=tags["mlflow.runName"])
         run_id = run.info.run_id
-        items = [Param(k, param_value(v)) for k, v in params.items()]
-        for i in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            client.log_batch(run_id, params=items[i : i + MAX_PARAMS_PER_BATCH])
+        log_params(client, run_id, params)
         last = 0
     else:
         run_id = run.info.run_id

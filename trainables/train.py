@@ -43,6 +43,8 @@ from .files import atomic_write_text
 from .loop import TrainingDiverged, TrainState, TrialSetup, build_trial, run_epoch
 from .mixing import MixOutput
 from .render import render_rows, rows_from_output
+from .runtime import keep_freed_memory
+from .tracking import apply_http_defaults
 from .trialdir import TrialDir
 
 EpochCallback = Callable[[dict[str, float], Path, bool], None]
@@ -231,9 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     args = parser.parse_args(argv)
-    from .runtime import keep_freed_memory
-
     keep_freed_memory()
+    apply_http_defaults()
     try:
         raw = load_yaml_config(args.config) if args.config else {}
         raw = {**flatten(raw), **parse_set(args.set)}

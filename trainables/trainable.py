@@ -30,7 +30,8 @@ from .files import disk_full
 from .loop import pick_device
 from .meta import TrialMeta
 from .metrics import WORST
-from .tracking import TrialTracker
+from .runtime import keep_freed_memory
+from .tracking import TrialTracker, apply_http_defaults
 from .train import SetupError, TrainingDiverged, train
 from .trialdir import TrialDir, list_checkpoints
 
@@ -87,9 +88,8 @@ def run_trial(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
-    from .runtime import keep_freed_memory
-
     keep_freed_memory()  # this is a trial process of ours
+    apply_http_defaults()  # a worker on another node does not inherit the driver's environment
     config = config.get("trial", config)  # the orchestrator grids over whole {"config", "meta"} dicts
     meta = TrialMeta.from_dict(config.get("meta"))  # built by the driver; never changed here
     ctx = tune.get_context()
