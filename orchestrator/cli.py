@@ -20,6 +20,7 @@ from contextlib import suppress
 
 from trainables.mixing.errors import ConfigError
 from trainables.mixing.lazy import lazy_import
+from trainables.tracking import apply_http_defaults
 
 from .errors import UserError
 from .storage import DEFAULT_STORAGE, SweepState, resolve_storage, sweep_paths
@@ -244,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    apply_http_defaults()  # once per process, here at its entry (MLflow reads them per request)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

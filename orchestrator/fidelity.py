@@ -51,7 +51,7 @@ from trainables.models import build_model
 
 from .errors import UserError
 from .estimators import bootstrap_mean_ci
-from .spec.distributions import _split_args
+from .spec.distributions import split_args
 
 DEFAULT_PAIRS = 4096
 DEFAULT_BATCH = 128
@@ -103,7 +103,7 @@ def split_values(text: str) -> list[Any]:
             raise UserError(f"--set value {text!r} is not a valid list: {exc.problem}{where}") from None
         except yaml.YAMLError:  # a reader error (a character YAML does not take): no problem/mark
             raise UserError(f"--set value {text!r} is not a valid list; give [v1, v2] or v1,v2") from None
-    parts = _split_args(text)
+    parts = split_args(text)
     if not parts or not all(parts):
         raise UserError(f"--set value {text!r} has an empty item; give values as v1,v2,...")
     return [parse_value(part) for part in parts]

@@ -19,12 +19,20 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
+from trainables.config import validate_config
+from trainables.data import build_dataset, dataset_options
 from trainables.files import atomic_write_text, disk_full
 from trainables.meta import TrialMeta
+from trainables.mixing.lazy import lazy_import
 from trainables.tracking import HTTP_DEFAULTS
 
 from .errors import UserError
 from .storage import SweepPaths
+
+# bound by name: the trainable loads torch and search loads Optuna (and imports this module); `mixsweep status`
+# imports this module and needs neither
+search = lazy_import("orchestrator.search")
+trainable = lazy_import("trainables.trainable")
 
 #: what schedulers and searchers read every epoch for a sweep metric that exists only at the end
 #: (the last epoch's test/top1_err IS final/top1_err); best/top1_err is reported every epoch
@@ -292,12 +300,10 @@ def _search(spec, meta: TrialMeta, history):
     """(param_space, search_alg, num_samples) for a search-algorithm spec that has `history` so far."""
     from ray.tune.search import ConcurrencyLimiter
 
-    from .search import optuna_search  # here: search imports this module (per_epoch_metric), and loads torch
-
     space = {key: dist.to_tune() for key, dist in spec.search.space.items()}
     param_space = {"trial": {"config": {**spec.base_config(), **space, "seed": spec.seeds[0]}, "meta": meta.to_dict()}}
     limit = spec.search.max_concurrent or max(1, int(os.cpu_count() or 1))
-    alg = ConcurrencyLimiter(optuna_search(spec, history, param_space), max_concurrent=limit)
+    alg = ConcurrencyLimiter(search.optuna_search(spec, history, param_space), max_concurrent=limit)
     return param_space, alg, history.num_samples
 
 
@@ -320,10 +326,8 @@ def _fatal_stopper(progress):
 def build_tuner(plan: LaunchPlan, progress):
     from ray import tune
 
-    from trainables.trainable import run_trial  # here: it loads torch, and `status` imports this module
-
     spec = plan.spec
-    trainable = tune.with_resources(run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    resourced = tune.with_resources(trainable.run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     run_config = tune.RunConfig(
         name=plan.launch_name, storage_path=str(plan.paths.ray), verbose=0, callbacks=[progress],
         stop=_fatal_stopper(progress),
@@ -340,7 +344,7 @@ def build_tuner(plan: LaunchPlan, progress):
         scheduler=_scheduler(spec), search_alg=search_alg, num_samples=samples, reuse_actors=True,
         trial_dirname_creator=lambda trial: trial.trial_id,
     )
-    return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(resourced, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
 def run_plan(plan: LaunchPlan, progress, signals: StopSignals) -> bool:
@@ -369,10 +373,6 @@ def check_data(configs: list, address: str | None, out) -> None:
     once here, before Ray starts (UserError naming what is missing). On a cluster (`address`) the data
     may live on the worker nodes only, so a problem is a warning there; each trial still fails at once,
     without retries, with the reason the driver prints."""
-    # here: both load torch, and `mixsweep status` imports this module
-    from trainables.config import validate_config
-    from trainables.data import build_dataset, dataset_options
-
     seen = set()
     for config in configs:
         cfg = validate_config(config)

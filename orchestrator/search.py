@@ -24,7 +24,7 @@ from typing import Any
 
 from trainables.config import ConfigError, resolve_trial
 from trainables.metrics import WORST
-from trainables.trialdir import TrialState
+from trainables.trialdir import TrialState, read_config
 
 from .launch import per_epoch_metric
 from .storage import SweepPaths
@@ -57,7 +57,6 @@ def _fits(dist, value: Any) -> bool:
 
 def search_history(spec, paths: SweepPaths, stopped: set[str]) -> SearchHistory:
     """What the storage says about the trials `spec`'s search sampled so far (`stopped`: ASHA stops)."""
-    from trainables.train import read_config  # here: it loads the training loop, which `run --dry-run` need not
 
     metric = per_epoch_metric(spec.metric)
     space = spec.search.space

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from trainables.config import trial_name
 from trainables.files import atomic_write_text, disk_full
+from trainables.mixing.lazy import lazy_import
 from trainables.trialdir import TrialState
 
 from . import tracking
@@ -48,6 +49,9 @@ from .sync import collect, sync_trials
 
 if TYPE_CHECKING:
     from .progress import Progress
+
+#: bound by name: it imports Ray Tune, which only a session that runs needs (not --dry-run)
+progress_module = lazy_import("orchestrator.progress")
 
 RESUME_HINT = "mixsweep resume {name} --storage {storage}"
 ADDRESS = re.compile(r"^(auto|local|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
@@ -358,9 +362,7 @@ class SweepSession:
         Interrupted (a second Ctrl+C, an error): the books are settled as far as possible, then it raises.
         A trial on a full disk stops the whole launch: settled quietly, then one UserError.
         """
-        from .progress import Progress  # imports Ray Tune: only a session that runs pays for it (not --dry-run)
-
-        progress = Progress(metric=self.spec.metric, names={t.run_hash: t.name for t in plan.trials},
+        progress = progress_module.Progress(metric=self.spec.metric, names={t.run_hash: t.name for t in plan.trials},
                             epochs={t.run_hash: t.epochs for t in plan.trials}, out=self.out,
                             on_start=lambda: record_driver(self.paths, self.address))
         try:

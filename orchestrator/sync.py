@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from trainables.config import ConfigError, resolve_trial, trial_name
 from trainables.meta import TrialMeta
 from trainables.tracking import TrialTracker
-from trainables.trialdir import TrialDir, TrialState
+from trainables.trialdir import TrialDir, TrialState, read_config
 
 from . import tracking
 from .errors import UserError
@@ -108,7 +108,6 @@ def trial_config(rec: TrialRecord, launched: Mapping[str, Mapping[str, Any]]):
 
     Raises ConfigError (naming the file) when none of them validates.
     """
-    from trainables.train import read_config  # here: it loads the training loop, which `run --dry-run` need not
 
     errors = []
     for source, raw in (("its Ray results", rec.config), ("the sweep's spec", launched.get(rec.run_hash))):

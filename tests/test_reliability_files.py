@@ -21,7 +21,7 @@ import yaml
 from trainables.config import trial_hashes, validate_config
 from trainables.mixing import list_presets
 from trainables.recipes import RECIPES
-from trainables.train import read_config, write_config
+from trainables.trialdir import read_config, write_config
 
 from .reliability_helpers import assert_complete, finished, run, trial_runs, write_spec
 

@@ -39,13 +39,12 @@ from torch import Tensor
 
 from .checkpoint import load_latest, save_checkpoint
 from .config import ConfigError, TrainConfig, flatten, identity, parse_set, validate_config
-from .files import atomic_write_text
 from .loop import TrainingDiverged, TrainState, TrialSetup, build_trial, run_epoch
 from .mixing import MixOutput
 from .render import render_rows, rows_from_output
 from .runtime import keep_freed_memory
 from .tracking import apply_http_defaults
-from .trialdir import TrialDir
+from .trialdir import TrialDir, read_config, write_config
 
 EpochCallback = Callable[[dict[str, float], Path, bool], None]
 
@@ -121,22 +120,6 @@ def _run(setup: TrialSetup, state: TrainState, trial_dir: TrialDir, on_epoch: Ep
     if last is not None and on_epoch is not None:
         on_epoch({**last[0], **state.final}, last[1], True)
     return state.final
-
-
-def write_config(workdir: Path, cfg: TrainConfig) -> None:
-    """`config.yaml`: the resolved config as dotted keys; `read_config` + `validate_config` give `cfg` back."""
-    atomic_write_text(TrialDir(workdir).config, yaml.safe_dump(cfg.flat(), sort_keys=False))
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    """A `config.yaml` written by `write_config`; ConfigError naming the file when it cannot be read."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError((), f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError((), f"{path} cannot be read (expected a mapping of config keys, got {type(data).__name__})")
-    return data
 
 
 def _check_workdir_config(workdir: Path, cfg: TrainConfig, *, owned: bool) -> None:

@@ -24,9 +24,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import yaml
 
 from .files import atomic_write_text
+from .mixing.errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
 
 _CHECKPOINT = re.compile(r"^epoch_(\d{4,})\.pt$")
 
@@ -182,3 +188,19 @@ class TrialDir:
         if not isinstance(data, dict):
             raise ValueError(f"{self.sampled}: expected an object, got {type(data).__name__}")
         return data
+
+
+def write_config(workdir: Path, cfg: TrainConfig) -> None:
+    """`config.yaml`: the resolved config as dotted keys; `read_config` + `validate_config` give `cfg` back."""
+    atomic_write_text(TrialDir(workdir).config, yaml.safe_dump(cfg.flat(), sort_keys=False))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A `config.yaml` written by `write_config`; ConfigError naming the file when it cannot be read."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError((), f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError((), f"{path} cannot be read (expected a mapping of config keys, got {type(data).__name__})")
+    return data

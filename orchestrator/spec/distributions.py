@@ -62,7 +62,7 @@ class Distribution(BaseModel):
         return tune.choice(list(self.choices))
 
 
-def _split_args(text: str) -> list[str]:
+def split_args(text: str) -> list[str]:
     """Split `a, beta(1,1), 'x,y'` at the top-level commas (parentheses, brackets and quotes nest)."""
     parts, depth, quote, cur = [], 0, "", ""
     for ch in text:
@@ -93,7 +93,7 @@ def parse_distribution(value: Any) -> Distribution:
         m = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*\((.*)\)\s*", value, flags=re.S)  # the spec's own syntax
         if not m:
             raise ValueError(f"bad distribution {value!r}; expected {DIST_FORMS}")
-        kind, args = m.group(1), _split_args(m.group(2))
+        kind, args = m.group(1), split_args(m.group(2))
         if kind not in KINDS:
             raise ValueError(f"unknown distribution {kind!r}{did_you_mean(kind, ['loguniform', 'uniform', 'int'])}"
                              f" in {value!r}; expected {DIST_FORMS}")
