@@ -42,6 +42,9 @@ PER_EPOCH = {"final/top1_err": "test/top1_err", "final/top5_err": "test/top5_err
 ALL_FACTORS = "all-factors"
 SEARCH = "search"
 SECTION_ID = "mixsweep"
+#: the chart sections the UI makes from the trials' metric prefixes (trainables' metric names)
+OTHER_SECTIONS = ("best", "cost", "final", "mix", "robust", "test", "throughput", "time", "train", "Model metrics",
+                  "System metrics")
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,12 @@ def group_by(keys: Sequence[str]) -> dict[str, Any] | None:
 
 
 def _section() -> list[dict[str, Any]]:
-    return [{"uuid": SECTION_ID, "name": "mixsweep", "display": True, "isReordered": False, "deleted": False,
-             "isGenerated": False}]
+    """Our section first and open; the sections the UI generates for every other metric prefix after it,
+    collapsed (with `isAccordionReordered` the UI keeps this order instead of sorting by name)."""
+    ours = {"uuid": SECTION_ID, "name": "mixsweep", "display": True, "isReordered": True, "deleted": False,
+            "isGenerated": False}
+    return [ours] + [{"uuid": f"{SECTION_ID}-{slug(name)}", "name": name, "display": False, "isReordered": False,
+                      "deleted": False, "isGenerated": True} for name in OTHER_SECTIONS]
 
 
 def _chart(kind: str, uuid: str, **config: Any) -> dict[str, Any]:
@@ -146,6 +153,7 @@ def grid_state(sweep: str, factors: Sequence[str], metric: str, mode: str, by: S
         "useGroupedValuesInCharts": True,
         "hideEmptyCharts": True,
         "chartsSearchFilter": "",
+        "isAccordionReordered": True,
         "compareRunSections": _section(),
         "compareRunCharts": charts,
     }
@@ -167,6 +175,7 @@ def search_state(sweep: str, space: Sequence[str], metric: str, mode: str) -> di
         "useGroupedValuesInCharts": False,
         "hideEmptyCharts": True,
         "chartsSearchFilter": "",
+        "isAccordionReordered": True,
         "compareRunSections": _section(),
         "compareRunCharts": charts,
     }
