@@ -27,9 +27,7 @@ from .views import (
     envelope,
     fit_views,
     trials_filter,
-    ui_base,
     view_links,
-    view_url,
     views_for_spec,
 )
 
@@ -148,26 +146,9 @@ def publish(client, experiment_id: str, spec, sweep_run_id: str, *, summary_csv:
     return views
 
 
-def print_links(tracking_uri: str, experiment_id: str, views: Sequence[View], *, base: str | None = None,
-                name: str = "", storage: str = "", out: TextIO | None = None) -> None:
-    """The views' URLs: on the tracking server when it is remote, else where `mixsweep ui` serves them."""
-    out = out or sys.stderr
-    remote = tracking_uri.startswith(("http://", "https://"))
-    base = base or ui_base(tracking_uri)
-    if not remote and name:
-        where = f" --storage {storage}" if storage else ""
-        print(f"[mixsweep] MLflow views (serve them with: mixsweep ui {name}{where}):", file=out)
-    else:
-        print("[mixsweep] MLflow views:", file=out)
-    for view in views:
-        print(f"  {view.name}", file=out)
-        print(f"    table:  {view_url(base, experiment_id, view.id)}", file=out)
-        print(f"    charts: {view_url(base, experiment_id, view.id, charts=True)}", file=out)
-
-
-def publish_quietly(client, experiment_id: str, spec, sweep_run_id: str, *, tracking_uri: str = "",
-                    summary_csv: Path | None = None, storage: str = "", out: TextIO | None = None) -> list[View]:
-    """`publish` + `print_links`; a failing store is a warning, never an error (the views are extras)."""
+def publish_quietly(client, experiment_id: str, spec, sweep_run_id: str, *, summary_csv: Path | None = None,
+                    out: TextIO | None = None) -> list[View]:
+    """`publish`; a failing store is a warning, never an error (the views are extras)."""
     out = out or sys.stderr
     try:
         views = publish(client, experiment_id, spec, sweep_run_id, summary_csv=summary_csv)
@@ -175,6 +156,4 @@ def publish_quietly(client, experiment_id: str, spec, sweep_run_id: str, *, trac
         print(f"[mixsweep] warning: could not save the MLflow UI views: {type(exc).__name__}: {str(exc)[:200]}",
               file=out)
         return []
-    if tracking_uri:
-        print_links(tracking_uri, experiment_id, views, name=spec.name, storage=storage, out=out)
     return views
