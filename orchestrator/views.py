@@ -42,9 +42,9 @@ PER_EPOCH = {"final/top1_err": "test/top1_err", "final/top5_err": "test/top5_err
 ALL_FACTORS = "all-factors"
 SEARCH = "search"
 SECTION_ID = "mixsweep"
-#: the chart sections the UI makes from the trials' metric prefixes (trainables' metric names)
-OTHER_SECTIONS = ("best", "cost", "final", "mix", "robust", "test", "throughput", "time", "train", "Model metrics",
-                  "System metrics")
+#: the chart sections the UI makes from the trials' metric prefixes (trainables' metric names; `train/` has
+#: only the loss, which is ours; an empty section would still show)
+OTHER_SECTIONS = ("best", "cost", "final", "mix", "robust", "test", "throughput", "time", "Model metrics")
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def parallel_chart(params: Sequence[str], metric: str, uuid: str) -> dict[str, A
 
 
 def scatter_chart(x: tuple[str, str], y: tuple[str, str], uuid: str) -> dict[str, Any]:
-    """`x`, `y`: (key, "METRIC" | "PARAM")."""
+    """`x`, `y`: (key, "METRIC" | "PARAM"), the only axis kinds the UI's scatter reads."""
     return _chart("SCATTER", uuid, xaxis={"key": x[0], "type": x[1]}, yaxis={"key": y[0], "type": y[1]})
 
 
@@ -160,10 +160,10 @@ def grid_state(sweep: str, factors: Sequence[str], metric: str, mode: str, by: S
 
 
 def search_state(sweep: str, space: Sequence[str], metric: str, mode: str) -> dict[str, Any]:
-    """The trials of a search, ungrouped: parallel coordinates over the searched params, metric vs trial."""
-    charts = [parallel_chart(space, metric, "parallel"),
-              scatter_chart(("start_time", "ATTRIBUTE"), (metric, "METRIC"), "metric-vs-trial"),
-              line_chart(per_epoch_metric(metric), "curve")]
+    """The trials of a search, ungrouped: parallel coordinates over the searched params, the metric against
+    each param (scatter), the per-epoch curves. (The UI's scatter axes take only params and metrics: a
+    metric-vs-trial-number plot needs a trial-number metric, which trials do not log.)"""
+    charts = [parallel_chart(space, metric, "parallel"), line_chart(per_epoch_metric(metric), "curve")]
     charts += [scatter_chart((p, "PARAM"), (metric, "METRIC"), f"vs-{slug(p)}") for p in space]
     return {
         "searchFilter": trials_filter(sweep),

@@ -60,7 +60,10 @@ def test_optuna_view_has_parallel_coordinates_and_metric_scatter():
     charts = {c["type"]: c for c in state["compareRunCharts"]}
     assert charts["PARALLEL"]["selectedParams"] == ["optim.lr", "mix.prob"]
     assert charts["PARALLEL"]["selectedMetrics"] == ["final/top1_err"]
-    assert charts["SCATTER"]["yaxis"] == {"key": "final/top1_err", "type": "METRIC"}
+    scatters = [c for c in state["compareRunCharts"] if c["type"] == "SCATTER"]
+    assert [c["xaxis"]["key"] for c in scatters] == ["optim.lr", "mix.prob"]
+    assert all(c["xaxis"]["type"] == "PARAM" for c in scatters)
+    assert all(c["yaxis"] == {"key": "final/top1_err", "type": "METRIC"} for c in scatters)
 
 
 def test_envelope_is_what_the_ui_reads_and_fits_a_tag():
