@@ -8,6 +8,7 @@ the test's artifacts folder (printed, and under pytest's basetemp).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -124,10 +125,52 @@ def chromium() -> str:
     return path
 
 
+OPTUNA_SPEC = textwrap.dedent("""\
+    name: uiopt
+    base:
+      dataset: synthetic_salient
+      data.train_size: 128
+      data.test_size: 64
+      model: small_cnn
+      model.width: 8
+      epochs: 2
+      batch_size: 32
+      eval.robust_size: 32
+      workers: 0
+      device: cpu
+      mix.preset: saliencymix
+    seeds: [0]
+    search:
+      algorithm: optuna
+      num_trials: 4
+      max_concurrent: 2
+      space:
+        optim.lr: loguniform(0.001, 0.03)
+        mix.prob: uniform(0.2, 1.0)
+    resources: {cpu: 1}
+    """)
+
+
+@pytest.fixture(scope="session")
+def optuna_sweep(tmp_path_factory):
+    """A finished 4-trial Optuna sweep: (storage, `run` output)."""
+    storage = tmp_path_factory.mktemp("uiopt") / "runs"
+    spec = storage.parent / "uiopt.yaml"
+    spec.write_text(OPTUNA_SPEC)
+    run = mixsweep("run", str(spec), "--storage", str(storage))
+    assert run.returncode == 0, run.stderr[-3000:]
+    return storage, run
+
+
 @pytest.fixture
 def mlflow_server(ui_sweep):
+    with serve(ui_sweep[0]) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serve(storage: Path):
     """`mlflow server` on a loopback port over the sweep's store; its base URL. Stopped by PID afterwards."""
-    storage, _, _ = ui_sweep
     port = free_port()
     log = (storage.parent / "mlflow-server.log").open("w")
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
@@ -228,3 +271,25 @@ def test_printed_links_render_grouped_table_and_charts(ui_sweep, mlflow_server, 
     assert all(arm in bars for arm in ARMS), bars[:500]
     assert cards["final/top1_err"].count('class="point"') == len(ARMS)  # one bar per arm
     assert json.dumps(sorted(p.name for p in artifacts.glob("*.png"))) == '["uiview-charts.png", "uiview-table.png"]'
+
+
+@pytest.mark.slow
+def test_optuna_view_renders_parallel_coordinates(optuna_sweep, chromium, tmp_path):
+    storage, run = optuna_sweep
+    charts_url = re.findall(r"charts:\s+(\S+)", run.stderr)
+    assert len(charts_url) == 1 and "viewStateShareKey=mixsweep-uiopt-search" in charts_url[0], run.stderr[-2000:]
+    artifacts = Path(os.environ.get("MIXSWEEP_TEST_ARTIFACTS", tmp_path / "screenshots"))
+    artifacts.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots of the MLflow views: {artifacts}")
+    with serve(storage) as base:
+        url = charts_url[0].replace("http://127.0.0.1:5000", base)
+        charts = render(chromium, url, artifacts / "uiopt-charts.png", tmp_path / "profile", budget_ms=25000)
+    (artifacts / "uiopt-charts.html").write_text(charts)
+    cards = {text_of(c).split(" ")[0]: c for c in segments(charts, "experiment-view-compare-runs-card")}
+    parallel = next((c for c in cards.values() if text_of(c).startswith("Parallel Coordinates")), None)
+    assert parallel is not None, f"no parallel-coordinates chart; cards: {list(cards)}"
+    assert all(axis in text_of(parallel) for axis in ("optim.lr", "mix.prob", "final/top1_err"))
+    assert "<svg" in parallel and "No matching data" not in text_of(parallel)
+    for param in ("optim.lr", "mix.prob"):
+        scatter = next((c for c in cards.values() if text_of(c).startswith(f"{param} vs. final/top1_err")), None)
+        assert scatter is not None and 'class="main-svg"' in scatter, f"no scatter of {param}; cards: {list(cards)}"
