@@ -35,6 +35,7 @@ NOTE_TAG = "mlflow.note.content"
 MAX_NOTE_CHARS = 8000  # MLflow's limit on a run tag's value
 LINKS_HEADING = "## Compare in the MLflow UI"
 SUMMARY_HEADING = "## Summary"
+ABOUT_HEADING = "## About this sweep"
 
 
 def _sweep_of(value: str) -> str | None:
@@ -116,12 +117,14 @@ def summary_markdown(summary_csv: Path, limit_rows: int = 60) -> str:
 
 
 def description(spec, experiment_id: str, views: Sequence[View], summary: str = "") -> str:
-    """The sweep run's description: the spec's, the report's summary (when there is one), the links."""
-    parts = [spec.description.strip()] if spec.description else []
+    """The sweep run's description: the links first (the UI folds long descriptions), the report's summary
+    (when there is one), then the spec's description."""
+    parts = [links_markdown(experiment_id, views)]
     if summary:
         parts.append(f"{SUMMARY_HEADING}\n\n{summary}\n\n(`mixsweep report {spec.name}` refreshes it; "
                      "details in the run's `report/` artifacts)")
-    parts.append(links_markdown(experiment_id, views))
+    if spec.description:
+        parts.append(f"{ABOUT_HEADING}\n\n{spec.description.strip()}")
     text = "\n\n".join(parts)
     if len(text) > MAX_NOTE_CHARS and summary:  # the links matter more than the last table rows
         return description(spec, experiment_id, views, summary="\n".join(summary.splitlines()[:12]) + "\n| … |")
@@ -129,12 +132,16 @@ def description(spec, experiment_id: str, views: Sequence[View], summary: str = 
 
 
 def _old_summary(client, run_id: str) -> str:
-    """The summary a previous report left in the description (a later `run` keeps it)."""
+    """The summary table a previous report left in the description (a later `run` keeps it)."""
     note = client.get_run(run_id).data.tags.get(NOTE_TAG, "")
     if SUMMARY_HEADING not in note:
         return ""
-    body = note.split(SUMMARY_HEADING, 1)[1].split(LINKS_HEADING, 1)[0]
-    return "\n".join(line for line in body.strip().splitlines() if line.startswith("|"))
+    rows = []
+    for line in note.split(SUMMARY_HEADING, 1)[1].strip().splitlines():
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return "\n".join(rows)
 
 
 def publish(client, experiment_id: str, spec, sweep_run_id: str, *, summary_csv: Path | None = None) -> list[View]:

@@ -106,7 +106,7 @@ def test_description_has_links_and_stays_under_mlflows_limit():
     text = description(spec, "7", views, summary=rows)
     assert len(text) <= 8000
     assert "#/experiments/7/runs?viewStateShareKey=mixsweep-smoke-mix.preset&workflowType=machine_learning" in text
-    assert text.startswith("demo")
+    assert text.startswith("## Compare in the MLflow UI") and text.endswith("demo")
 
 
 @pytest.fixture
@@ -161,7 +161,7 @@ def test_publish_sets_the_sweep_run_description(store, tmp_path):
     spec = spec_like()
     publish(client, exp, spec, run)
     note = client.get_run(run).data.tags[NOTE_TAG]
-    assert note.startswith("demo") and "viewStateShareKey=mixsweep-smoke-mix.preset" in note
+    assert note.endswith("demo") and "viewStateShareKey=mixsweep-smoke-mix.preset" in note
     csv = tmp_path / "summary.csv"
     csv.write_text("metric,mode,factor,level,is_best,n,mean,std,ci_low,ci_high,diff_mean,p_holm\n"
                    "final/top1_err,min,mix.preset,none,True,2,12.345,3.2,9.1,15.5,,\n"
