@@ -10,6 +10,7 @@ server and starts nothing.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -100,7 +101,8 @@ def serve_sweep(name: str, *, storage: Path, host: str = "127.0.0.1", port: int 
         print(f"the MLflow UI on {base} already serves this store; views of sweep {name}:", file=out)
     else:
         cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-        proc = subprocess.Popen(cmd)
+        # its own process group (its workers stop with it); its chatter on stderr, the links alone on stdout
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=2)
         try:
             wait_until_up(base, proc)
         except BaseException:
@@ -132,13 +134,17 @@ def _interrupt(signum, frame) -> None:
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
+    """Stop the UI started here and its workers (its process group, led by `proc`)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
         try:
-            proc.wait(timeout=10)
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        try:
+            proc.wait(timeout=wait)
+            return
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            continue
 
 
 def print_sweep_links(name: str, *, storage: Path, out: TextIO | None = None) -> None:
