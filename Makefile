@@ -36,7 +36,7 @@ bench: install
 	$(PY) bench/pairing.py
 
 ui: install
-	$(VENV)/bin/mixsweep ui --storage $(RUNS)
+	$(VENV)/bin/mixsweep ui smoke --storage $(RUNS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

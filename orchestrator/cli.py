@@ -41,6 +41,7 @@ status = lazy_import("orchestrator.status")
 sweep = lazy_import("orchestrator.sweep")
 sync = lazy_import("orchestrator.sync")
 tracking = lazy_import("orchestrator.tracking")
+ui = lazy_import("orchestrator.ui")
 
 
 def _overrides(items: list[str]) -> dict:
@@ -70,6 +71,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     files = report.report_sweep(args.name, storage=resolve_storage(args.storage, create=False), out_dir=args.out)
     print(files["report.md"].read_text())
     print("written and logged on the sweep run: " + ", ".join(str(p) for p in files.values()), file=sys.stderr)
+    ui.print_sweep_links(args.name, storage=resolve_storage(args.storage, create=False))
     return 0
 
 
@@ -143,6 +145,8 @@ def _cmd_fidelity(args: argparse.Namespace) -> int:
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     storage = resolve_storage(args.storage, create=False)
+    if args.name:  # the sweep's saved views, on a reused or new UI
+        return ui.serve_sweep(args.name, storage=storage, host=args.host, port=args.port, open_browser=args.open)
     uri = SweepState.load(sweep_paths(storage, args.name)).tracking_uri if args.name else \
         tracking.default_tracking_uri(storage)
     if uri.startswith(("http://", "https://")):
@@ -240,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--open", action="store_true", help="open the sweep's first view in a browser")
     p.set_defaults(func=_cmd_ui)
     return parser
 

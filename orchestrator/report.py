@@ -372,4 +372,7 @@ def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None)
     except Exception as exc:  # noqa: BLE001 - the files are written; say what failed
         raise UserError(f"the report is in {out}, but logging it to MLflow at {uri} failed: "
                         f"{type(exc).__name__}: {str(exc)[:300]}") from None
+    from .mlflow_views import publish_quietly  # the saved UI views, the summary in the sweep run's description
+
+    publish_quietly(client, state.experiment_id, spec, state.sweep_run_id, summary_csv=files.get("summary.csv"))
     return files

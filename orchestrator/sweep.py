@@ -26,7 +26,7 @@ from trainables.files import atomic_write_text, disk_full
 from trainables.mixing.lazy import lazy_import
 from trainables.trialdir import TrialState
 
-from . import tracking
+from . import mlflow_views, tracking
 from .errors import UserError
 from .launch import (
     STOP_TIMEOUT_S,
@@ -46,6 +46,7 @@ from .spec import SweepSpec, Trial, expand, is_grid, load_spec
 from .status import print_plan
 from .storage import DamagedState, SweepPaths, SweepState, TrialEntry, sweep_lock, sweep_paths
 from .sync import collect, sync_trials
+from .ui import print_sweep_links
 
 if TYPE_CHECKING:
     from .progress import Progress
@@ -240,15 +241,19 @@ class SweepSession:
                 self.prepare()
                 plan = self.plan()
                 if plan is None:
-                    return self.nothing_to_run()
+                    return self._with_links(self.nothing_to_run())
                 with StopSignals(self.out) as signals:  # held from the end of the run: settling is not cut short
                     progress, completed = self.run(plan, signals)
-                    return self.settle(progress, completed)
+                    return self._with_links(self.settle(progress, completed))
         except Exception as exc:
             if not disk_full(exc):
                 raise
             where = exc.filename if isinstance(exc, OSError) and exc.filename else self.paths.storage
             raise UserError(self._no_space(f"no space left on {where}")) from None
+
+    def _with_links(self, code: int) -> int:
+        print_sweep_links(self.spec.name, storage=self.paths.storage, out=self.out)  # the saved MLflow UI views
+        return code
 
     def _no_space(self, what: str) -> str:
         return (f"{what}; the sweep stopped and its trials keep their last checkpoint. Free some space, then: "
@@ -280,6 +285,7 @@ class SweepSession:
         _cleanup_leftovers(paths, self.out)
         old = _previous_state(paths, self.out)  # before MLflow: a sweep.json of a newer version stops here, untouched
         self.client, exp_id, sweep_run = _tracking(spec, paths, self.tracking_uri)
+        mlflow_views.publish_quietly(self.client, exp_id, spec, sweep_run, out=self.out)  # saved UI views
         self.trials = expand(spec) if self.grid else []
         self.runs = {r.data.tags.get(tracking.TAG_RUN_HASH): r
                      for r in tracking.trial_runs(self.client, exp_id, spec.name)}

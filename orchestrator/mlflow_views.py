@@ -1,0 +1,166 @@
+"""Writes a sweep's saved UI views (`orchestrator/views.py`) and its run description into MLflow.
+
+`publish(client, experiment_id, spec, sweep_run_id)` is idempotent: each view is one experiment tag
+with a stable id, so `run`, `resume`, `report` and `ui` overwrite the same tags (keeping their
+`createdAt`), delete this sweep's views that the spec no longer asks for, and never make the
+experiment hold more saved views than the UI accepts. The sweep run's description
+(`mlflow.note.content`, GitHub-flavoured Markdown in the UI) gets the spec's description, links to
+the views and, after `mixsweep report`, the report's summary table.
+
+Nothing here ever fails a sweep: `publish_quietly` reports a failing store as a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from .views import (
+    VIEW_TAG_PREFIX,
+    View,
+    decode_state,
+    envelope,
+    fit_views,
+    trials_filter,
+    view_links,
+    views_for_spec,
+)
+
+NOTE_TAG = "mlflow.note.content"
+MAX_NOTE_CHARS = 8000  # MLflow's limit on a run tag's value
+LINKS_HEADING = "## Compare in the MLflow UI"
+SUMMARY_HEADING = "## Summary"
+ABOUT_HEADING = "## About this sweep"
+
+
+def _sweep_of(value: str) -> str | None:
+    """The sweep whose trials a saved view shows (from its searchFilter), None when it is not ours."""
+    try:
+        state = decode_state(json.loads(value)["state"])
+        return state.get("searchFilter")
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def write_views(client, experiment_id: str, spec, *, now_ms: int | None = None) -> list[View]:
+    """Write (create or overwrite) the sweep's views, prune its stale ones; the views written."""
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    tags = dict(client.get_experiment(experiment_id).tags)
+    mine = trials_filter(spec.name)
+    ours = {k: v for k, v in tags.items() if k.startswith(VIEW_TAG_PREFIX) and _sweep_of(v) == mine}
+    others = sum(k.startswith(VIEW_TAG_PREFIX) for k in tags) - len(ours)
+    views = fit_views(views_for_spec(spec), others)
+    for view in views:
+        key = VIEW_TAG_PREFIX + view.id
+        old = _read(tags.get(key))
+        if old and old.get("name") == view.name and _same_state(old.get("state"), view.state):
+            continue  # unchanged: keep updatedAt (no churn on every report)
+        created = old.get("createdAt", now_ms) if old else now_ms
+        client.set_experiment_tag(experiment_id, key, envelope(view, created_ms=created, updated_ms=now_ms))
+    keep = {VIEW_TAG_PREFIX + v.id for v in views}
+    for key in sorted(set(ours) - keep):
+        client.delete_experiment_tag(experiment_id, key)
+    return views
+
+
+def _read(value: str | None) -> dict[str, Any] | None:
+    try:
+        return json.loads(value) if value else None
+    except ValueError:
+        return None
+
+
+def _same_state(text: Any, state: dict[str, Any]) -> bool:
+    try:
+        return decode_state(text) == state
+    except (ValueError, TypeError):
+        return False
+
+
+def links_markdown(experiment_id: str, views: Sequence[View]) -> str:
+    """Relative links (`#/experiments/...`): they work on whatever host serves the UI."""
+    lines = [LINKS_HEADING, ""]
+    for name, table, chart in view_links("", experiment_id, views):
+        lines.append(f"- {name}: [table]({table.lstrip('/')}) · [charts]({chart.lstrip('/')})")
+    return "\n".join(lines)
+
+
+def _fmt(x: Any, digits: int = 2) -> str:
+    if isinstance(x, float):
+        return "—" if math.isnan(x) else f"{x:.{digits}f}"
+    return str(x)
+
+
+def summary_markdown(summary_csv: Path, limit_rows: int = 60) -> str:
+    """The report's summary.csv as a compact Markdown table (factor, level, n, mean ± std, CI, Holm p)."""
+    import pandas as pd
+
+    frame = pd.read_csv(summary_csv)
+    if not {"factor", "level", "mean"} <= set(frame.columns):
+        return ""
+    metric = frame["metric"].iloc[0] if "metric" in frame and len(frame) else "metric"
+    lines = [f"| factor | level | n | {metric} mean ± std | 95 % CI | diff vs first | p (Holm) |",
+             "|---|---|---|---|---|---|---|"]
+    for row in frame.head(limit_rows).itertuples(index=False):
+        r = row._asdict()
+        best = "**" if r.get("is_best") is True else ""
+        lines.append(f"| `{r['factor']}` | {best}{r['level']}{best} | {_fmt(r.get('n'))} | "
+                     f"{_fmt(r['mean'])} ± {_fmt(r.get('std', math.nan))} | "
+                     f"[{_fmt(r.get('ci_low', math.nan))}, {_fmt(r.get('ci_high', math.nan))}] | "
+                     f"{_fmt(r.get('diff_mean', math.nan))} | {_fmt(r.get('p_holm', math.nan), 3)} |")
+    return "\n".join(lines)
+
+
+def description(spec, experiment_id: str, views: Sequence[View], summary: str = "") -> str:
+    """The sweep run's description: the links first (the UI folds long descriptions), the report's summary
+    (when there is one), then the spec's description."""
+    parts = [links_markdown(experiment_id, views)]
+    if summary:
+        parts.append(f"{SUMMARY_HEADING}\n\n{summary}\n\n(`mixsweep report {spec.name}` refreshes it; "
+                     "details in the run's `report/` artifacts)")
+    if spec.description:
+        parts.append(f"{ABOUT_HEADING}\n\n{spec.description.strip()}")
+    text = "\n\n".join(parts)
+    if len(text) > MAX_NOTE_CHARS and summary:  # the links matter more than the last table rows
+        return description(spec, experiment_id, views, summary="\n".join(summary.splitlines()[:12]) + "\n| … |")
+    return text[:MAX_NOTE_CHARS]
+
+
+def _old_summary(client, run_id: str) -> str:
+    """The summary table a previous report left in the description (a later `run` keeps it)."""
+    note = client.get_run(run_id).data.tags.get(NOTE_TAG, "")
+    if SUMMARY_HEADING not in note:
+        return ""
+    rows = []
+    for line in note.split(SUMMARY_HEADING, 1)[1].strip().splitlines():
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return "\n".join(rows)
+
+
+def publish(client, experiment_id: str, spec, sweep_run_id: str, *, summary_csv: Path | None = None) -> list[View]:
+    """The views, and the sweep run's description with their links (and the summary of `summary_csv`)."""
+    views = write_views(client, experiment_id, spec)
+    summary = summary_markdown(summary_csv) if summary_csv and Path(summary_csv).is_file() else \
+        _old_summary(client, sweep_run_id)
+    client.set_tag(sweep_run_id, NOTE_TAG, description(spec, experiment_id, views, summary))
+    return views
+
+
+def publish_quietly(client, experiment_id: str, spec, sweep_run_id: str, *, summary_csv: Path | None = None,
+                    out: TextIO | None = None) -> list[View]:
+    """`publish`; a failing store is a warning, never an error (the views are extras)."""
+    out = out or sys.stderr
+    try:
+        views = publish(client, experiment_id, spec, sweep_run_id, summary_csv=summary_csv)
+    except Exception as exc:  # noqa: BLE001 - the sweep's results matter, its UI views do not
+        print(f"[mixsweep] warning: could not save the MLflow UI views: {type(exc).__name__}: {str(exc)[:200]}",
+              file=out)
+        return []
+    return views

@@ -1,0 +1,171 @@
+"""`mixsweep ui NAME`: the MLflow UI on a sweep's store, and the links to the sweep's saved views.
+
+The views are (re)written first (`mlflow_views.publish`: a sweep run before this feature existed gets
+them too), then a UI already serving the store on `--host:--port` is reused, or `mlflow ui` is started
+there; the links (table and charts of each view) are printed once it answers. `--open` also opens the
+first link in a browser where one exists. A sweep tracked on a remote server prints links to that
+server and starts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import webbrowser
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from .errors import UserError
+from .views import VIEW_TAG_PREFIX, View, ui_base, view_url
+
+
+def _get_json(url: str, timeout: float = 3.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own loopback UI
+            return json.loads(resp.read().decode() or "{}")
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def answers(base: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=timeout) as resp:  # noqa: S310 - loopback
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def serves_views(base: str, experiment_id: str, views: Sequence[View]) -> bool:
+    """Whether the UI at `base` serves the store holding these views (then it is ours to reuse)."""
+    query = urllib.parse.urlencode({"experiment_id": experiment_id})
+    data = _get_json(f"{base}/ajax-api/2.0/mlflow/experiments/get?{query}") or \
+        _get_json(f"{base}/api/2.0/mlflow/experiments/get?{query}")
+    tags = {t.get("key") for t in ((data or {}).get("experiment") or {}).get("tags", [])}
+    return bool(views) and all(VIEW_TAG_PREFIX + v.id in tags for v in views)
+
+
+def print_links(base: str, experiment_id: str, views: Sequence[View], out: TextIO) -> None:
+    for view in views:
+        print(f"{view.name}", file=out)
+        print(f"  table:  {view_url(base, experiment_id, view.id)}", file=out)
+        print(f"  charts: {view_url(base, experiment_id, view.id, charts=True)}", file=out)
+
+
+def wait_until_up(base: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"the MLflow UI exited with code {proc.returncode} before answering on {base} "
+                            "(is the port taken? pass --port)")
+        if answers(base):
+            return
+        time.sleep(0.5)
+    raise UserError(f"the MLflow UI did not answer on {base} within {timeout:.0f} s")
+
+
+def serve_sweep(name: str, *, storage: Path, host: str = "127.0.0.1", port: int = 5000, open_browser: bool = False,
+                out: TextIO | None = None) -> int:
+    """Write the sweep's views, reuse or start the UI on host:port, print the links; wait for Ctrl+C when
+    started here (exit 0), return at once when reused or remote."""
+    from . import tracking
+    from .mlflow_views import publish
+    from .spec import load_spec
+    from .storage import SweepState, sweep_paths
+
+    out = out or sys.stdout
+    paths = sweep_paths(storage, name)
+    state = SweepState.load(paths)
+    spec = load_spec(paths.spec)
+    uri = state.tracking_uri
+    tracking.check_tracking_uri(uri)
+    try:
+        views = publish(tracking.client(uri), state.experiment_id, spec, state.sweep_run_id)
+    except Exception as exc:  # noqa: BLE001 - a store that answers but fails
+        raise UserError(f"MLflow at {uri} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - a link, not a bind
+    base = ui_base(uri, default=f"http://{local}:{port}")
+    proc = None
+    if uri.startswith(("http://", "https://")):
+        print(f"sweep {name} tracks to the server {base}; its views:", file=out)
+    elif answers(base):
+        if not serves_views(base, state.experiment_id, views):
+            raise UserError(f"{base} serves another MLflow store; pass another --port")
+        print(f"the MLflow UI on {base} already serves this store; views of sweep {name}:", file=out)
+    else:
+        cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+        # its own process group (its workers stop with it); its chatter on stderr, the links alone on stdout
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=2)
+        try:
+            wait_until_up(base, proc)
+        except BaseException:
+            _stop(proc)
+            raise
+        print(f"MLflow UI on {base} (store {uri}); views of sweep {name}:", file=out)
+    print_links(base, state.experiment_id, views, out)
+    out.flush()
+    if open_browser and views:
+        opened = webbrowser.open(view_url(base, state.experiment_id, views[0].id))
+        if not opened:
+            print("no browser found here: open the links above", file=out)
+    if proc is None:
+        return 0
+    print("Ctrl+C stops the UI", file=sys.stderr)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # kill -TERM stops the UI too, not only this process
+    try:
+        proc.wait()
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop(proc)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the UI started here and its workers (its process group, led by `proc`)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def print_sweep_links(name: str, *, storage: Path, out: TextIO | None = None) -> None:
+    """The links to the views a sweep has in MLflow (after run / report); nothing when it has none."""
+    from . import tracking
+    from .spec import load_spec
+    from .storage import SweepState, sweep_paths
+    from .views import views_for_spec
+
+    out = out or sys.stderr
+    try:
+        paths = sweep_paths(storage, name)
+        state = SweepState.load(paths)
+        views = views_for_spec(load_spec(paths.spec))
+        tags = tracking.client(state.tracking_uri).get_experiment(state.experiment_id).tags
+    except Exception:  # noqa: BLE001 - links are a convenience; the command's own errors are reported elsewhere
+        return
+    views = [v for v in views if VIEW_TAG_PREFIX + v.id in tags]
+    if not views:
+        return
+    remote = state.tracking_uri.startswith(("http://", "https://"))
+    where = "" if remote else f" (serve them: mixsweep ui {name} --storage {storage})"
+    print(f"[mixsweep] MLflow views of {name}{where}:", file=out)
+    print_links(ui_base(state.tracking_uri), state.experiment_id, views, out)
