@@ -23,6 +23,7 @@ from trainables.config import validate_config
 from trainables.data import build_dataset, dataset_options
 from trainables.files import atomic_write_text, disk_full
 from trainables.meta import TrialMeta
+from trainables.metrics import EPOCH_METRICS, PER_EPOCH, epoch_curve
 from trainables.mixing.lazy import lazy_import
 from trainables.tracking import HTTP_DEFAULTS
 
@@ -34,18 +35,14 @@ from .storage import SweepPaths
 search = lazy_import("orchestrator.search")
 trainable = lazy_import("trainables.trainable")
 
-#: what schedulers and searchers read every epoch for a sweep metric that exists only at the end
-#: (the last epoch's test/top1_err IS final/top1_err); best/top1_err is reported every epoch
-PER_EPOCH = {"final/top1_err": "test/top1_err", "final/top5_err": "test/top5_err"}
-EPOCH_METRICS = {"train/loss", "test/loss", "test/top1_err", "test/top5_err", "best/top1_err"}
 
 
 def per_epoch_metric(metric: str) -> str:
     """The per-epoch metric ASHA and Optuna use for `metric`; UserError when there is none."""
-    name = PER_EPOCH.get(metric, metric)
-    if name not in EPOCH_METRICS:
+    name = epoch_curve(metric)
+    if name is None:
         raise UserError(f"metric {metric!r} exists only when a trial ends, but ASHA and search algorithms read the "
-                        f"metric every epoch; use one of {', '.join(sorted(EPOCH_METRICS | set(PER_EPOCH)))}")
+                        f"metric every epoch; use one of {', '.join(sorted({*EPOCH_METRICS, *PER_EPOCH}))}")
     return name
 
 

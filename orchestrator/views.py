@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from trainables.metrics import FINAL_METRICS, epoch_curve
 from trainables.tracking import TAG_ROLE, TAG_SWEEP
 
 #: experiment-tag prefix of the UI's saved views (MLflow's own constant)
@@ -34,11 +35,6 @@ VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 OUR_PREFIX = "mixsweep-"
 MAX_TAG_CHARS = 20_000
 MAX_VIEWS_PER_EXPERIMENT = 40
-#: what every final metric of a trial is called (trainables/loop.py); shown next to the sweep metric
-COMPANION_METRICS = ("final/top1_err", "final/top5_err", "best/top1_err", "robust/fgsm_top1_err",
-                     "robust/noise_top1_err", "cost/device_s")
-#: the per-epoch metric a summary metric is taken from (step = epoch)
-PER_EPOCH = {"final/top1_err": "test/top1_err", "final/top5_err": "test/top5_err", "best/top1_err": "test/top1_err"}
 ALL_FACTORS = "all-factors"
 SEARCH = "search"
 SECTION_ID = "mixsweep"
@@ -71,11 +67,6 @@ def is_ours(tag_key: str, sweep: str) -> bool:
     return tag_key.startswith(f"{VIEW_TAG_PREFIX}{OUR_PREFIX}{slug(sweep)}-")
 
 
-def per_epoch_metric(metric: str) -> str:
-    """The metric logged every epoch that `metric` summarises (itself when it is logged per epoch)."""
-    return PER_EPOCH.get(metric, metric)
-
-
 def trials_filter(sweep: str) -> str:
     return f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_ROLE}` = 'trial'"
 
@@ -89,8 +80,8 @@ def metric_column(key: str) -> str:
 
 
 def metric_columns(metric: str) -> list[str]:
-    """The sweep metric first, then its companions (best/, robust/, cost/)."""
-    return [metric_column(m) for m in dict.fromkeys([metric, *COMPANION_METRICS])]
+    """The sweep metric first, then what every trial reports at its end (best/, robust/, cost/)."""
+    return [metric_column(m) for m in dict.fromkeys([metric, *FINAL_METRICS])]
 
 
 def group_by(keys: Sequence[str]) -> dict[str, Any] | None:
@@ -137,7 +128,7 @@ def scatter_chart(x: tuple[str, str], y: tuple[str, str], uuid: str) -> dict[str
 
 def grid_state(sweep: str, factors: Sequence[str], metric: str, mode: str, by: Sequence[str]) -> dict[str, Any]:
     """The runs page for the trials of a grid, grouped by `by`, sorted by the sweep metric."""
-    curve = per_epoch_metric(metric)
+    curve = epoch_curve(metric) or "test/top1_err"  # a metric known only at the end (robust/): the test error
     charts = [line_chart(curve, "curve")]
     if curve != "train/loss":
         charts.append(line_chart("train/loss", "train-loss"))
@@ -163,7 +154,7 @@ def search_state(sweep: str, space: Sequence[str], metric: str, mode: str) -> di
     """The trials of a search, ungrouped: parallel coordinates over the searched params, the metric against
     each param (scatter), the per-epoch curves. (The UI's scatter axes take only params and metrics: a
     metric-vs-trial-number plot needs a trial-number metric, which trials do not log.)"""
-    charts = [parallel_chart(space, metric, "parallel"), line_chart(per_epoch_metric(metric), "curve")]
+    charts = [parallel_chart(space, metric, "parallel"), line_chart(epoch_curve(metric) or "test/top1_err", "curve")]
     charts += [scatter_chart((p, "PARAM"), (metric, "METRIC"), f"vs-{slug(p)}") for p in space]
     return {
         "searchFilter": trials_filter(sweep),
