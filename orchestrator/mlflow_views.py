@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import tracking
 from .views import (
+    TRIAL_NUMBER,
     VIEW_TAG_PREFIX,
     View,
     decode_state,
@@ -32,6 +34,8 @@ from .views import (
 )
 
 NOTE_TAG = "mlflow.note.content"
+#: the report's summary table (Markdown) on the sweep run, kept for the descriptions later runs write
+SUMMARY_TAG = "mixsweep.report_summary"
 MAX_NOTE_CHARS = 8000  # MLflow's limit on a run tag's value
 LINKS_HEADING = "## Compare in the MLflow UI"
 SUMMARY_HEADING = "## Summary"
@@ -132,23 +136,30 @@ def description(spec, experiment_id: str, views: Sequence[View], summary: str = 
 
 
 def _old_summary(client, run_id: str) -> str:
-    """The summary table a previous report left in the description (a later `run` keeps it)."""
-    note = client.get_run(run_id).data.tags.get(NOTE_TAG, "")
-    if SUMMARY_HEADING not in note:
-        return ""
-    rows = []
-    for line in note.split(SUMMARY_HEADING, 1)[1].strip().splitlines():
-        if not line.startswith("|"):
-            break
-        rows.append(line)
-    return "\n".join(rows)
+    """The summary table the last report left on the sweep run (a later `run` keeps it in the description)."""
+    return client.get_run(run_id).data.tags.get(SUMMARY_TAG, "")
+
+
+def number_search_trials(client, experiment_id: str, spec) -> None:
+    """Log `search/trial` = 1, 2, ... (in the order the trial runs started) on the runs of a search that do not
+    have their number yet: the x axis of its metric-vs-trial chart."""
+    runs = sorted(tracking.trial_runs(client, experiment_id, spec.name),
+                  key=lambda r: (r.info.start_time, r.info.run_id))
+    for number, run in enumerate(runs, 1):
+        if run.data.metrics.get(TRIAL_NUMBER) != number:
+            client.log_metric(run.info.run_id, TRIAL_NUMBER, number)
 
 
 def publish(client, experiment_id: str, spec, sweep_run_id: str, *, summary_csv: Path | None = None) -> list[View]:
     """The views, and the sweep run's description with their links (and the summary of `summary_csv`)."""
     views = write_views(client, experiment_id, spec)
-    summary = summary_markdown(summary_csv) if summary_csv and Path(summary_csv).is_file() else \
-        _old_summary(client, sweep_run_id)
+    if spec.search.algorithm != "grid":
+        number_search_trials(client, experiment_id, spec)
+    if summary_csv and Path(summary_csv).is_file():
+        summary = summary_markdown(summary_csv)[:MAX_NOTE_CHARS]
+        client.set_tag(sweep_run_id, SUMMARY_TAG, summary)
+    else:
+        summary = _old_summary(client, sweep_run_id)
     client.set_tag(sweep_run_id, NOTE_TAG, description(spec, experiment_id, views, summary))
     return views
 

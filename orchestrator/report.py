@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import tracking
 from .errors import UserError
+from .mlflow_views import publish_quietly
 from .spec import is_grid, load_spec
 from .stats import COST_COLUMN, MAX_LISTED_EXCLUDED, FactorSummary, Report, normalize_level, summarize
 from .storage import SweepState, sweep_paths
@@ -372,7 +373,5 @@ def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None)
     except Exception as exc:  # noqa: BLE001 - the files are written; say what failed
         raise UserError(f"the report is in {out}, but logging it to MLflow at {uri} failed: "
                         f"{type(exc).__name__}: {str(exc)[:300]}") from None
-    from .mlflow_views import publish_quietly  # the saved UI views, the summary in the sweep run's description
-
     publish_quietly(client, state.experiment_id, spec, state.sweep_run_id, summary_csv=files.get("summary.csv"))
     return files

@@ -252,7 +252,10 @@ class SweepSession:
             raise UserError(self._no_space(f"no space left on {where}")) from None
 
     def _with_links(self, code: int) -> int:
-        print_sweep_links(self.spec.name, storage=self.paths.storage, out=self.out)  # the saved MLflow UI views
+        """The saved MLflow UI views brought up to date with this launch's trials, and their links."""
+        mlflow_views.publish_quietly(self.client, self.state.experiment_id, self.spec, self.state.sweep_run_id,
+                                     out=self.out)
+        print_sweep_links(self.spec.name, storage=self.paths.storage, out=self.out)
         return code
 
     def _no_space(self, what: str) -> str:

@@ -23,8 +23,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from . import tracking
 from .errors import UserError
-from .views import VIEW_TAG_PREFIX, View, ui_base, view_url
+from .mlflow_views import publish
+from .spec import load_spec
+from .storage import SweepState, sweep_paths
+from .views import VIEW_TAG_PREFIX, View, ui_base, view_url, views_for_spec
 
 
 def _get_json(url: str, timeout: float = 3.0) -> dict | None:
@@ -75,11 +79,6 @@ def serve_sweep(name: str, *, storage: Path, host: str = "127.0.0.1", port: int 
                 out: TextIO | None = None) -> int:
     """Write the sweep's views, reuse or start the UI on host:port, print the links; wait for Ctrl+C when
     started here (exit 0), return at once when reused or remote."""
-    from . import tracking
-    from .mlflow_views import publish
-    from .spec import load_spec
-    from .storage import SweepState, sweep_paths
-
     out = out or sys.stdout
     paths = sweep_paths(storage, name)
     state = SweepState.load(paths)
@@ -149,11 +148,6 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def print_sweep_links(name: str, *, storage: Path, out: TextIO | None = None) -> None:
     """The links to the views a sweep has in MLflow (after run / report); nothing when it has none."""
-    from . import tracking
-    from .spec import load_spec
-    from .storage import SweepState, sweep_paths
-    from .views import views_for_spec
-
     out = out or sys.stderr
     try:
         paths = sweep_paths(storage, name)

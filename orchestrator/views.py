@@ -35,12 +35,15 @@ VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 OUR_PREFIX = "mixsweep-"
 MAX_TAG_CHARS = 20_000
 MAX_VIEWS_PER_EXPERIMENT = 40
+#: the metric that numbers a search's trials in start order (1, 2, ...): the x axis of metric vs trial (the UI's
+#: scatter reads only params and metrics); `mlflow_views.number_search_trials` logs it
+TRIAL_NUMBER = "search/trial"
 ALL_FACTORS = "all-factors"
 SEARCH = "search"
 SECTION_ID = "mixsweep"
 #: the chart sections the UI makes from the trials' metric prefixes (trainables' metric names; `train/` has
 #: only the loss, which is ours; an empty section would still show)
-OTHER_SECTIONS = ("best", "cost", "final", "mix", "robust", "test", "throughput", "time", "Model metrics")
+OTHER_SECTIONS = ("best", "cost", "final", "mix", "robust", "search", "test", "throughput", "time", "Model metrics")
 
 
 @dataclass(frozen=True)
@@ -152,9 +155,10 @@ def grid_state(sweep: str, factors: Sequence[str], metric: str, mode: str, by: S
 
 def search_state(sweep: str, space: Sequence[str], metric: str, mode: str) -> dict[str, Any]:
     """The trials of a search, ungrouped: parallel coordinates over the searched params, the metric against
-    each param (scatter), the per-epoch curves. (The UI's scatter axes take only params and metrics: a
-    metric-vs-trial-number plot needs a trial-number metric, which trials do not log.)"""
-    charts = [parallel_chart(space, metric, "parallel"), line_chart(epoch_curve(metric) or "test/top1_err", "curve")]
+    the trial number (did the search improve?) and against each param (scatter), the per-epoch curves."""
+    charts = [parallel_chart(space, metric, "parallel"),
+              scatter_chart((TRIAL_NUMBER, "METRIC"), (metric, "METRIC"), "vs-trial"),
+              line_chart(epoch_curve(metric) or "test/top1_err", "curve")]
     charts += [scatter_chart((p, "PARAM"), (metric, "METRIC"), f"vs-{slug(p)}") for p in space]
     return {
         "searchFilter": trials_filter(sweep),

@@ -61,8 +61,9 @@ def test_optuna_view_has_parallel_coordinates_and_metric_scatter():
     assert charts["PARALLEL"]["selectedParams"] == ["optim.lr", "mix.prob"]
     assert charts["PARALLEL"]["selectedMetrics"] == ["final/top1_err"]
     scatters = [c for c in state["compareRunCharts"] if c["type"] == "SCATTER"]
-    assert [c["xaxis"]["key"] for c in scatters] == ["optim.lr", "mix.prob"]
-    assert all(c["xaxis"]["type"] == "PARAM" for c in scatters)
+    assert [c["xaxis"] for c in scatters] == [{"key": V.TRIAL_NUMBER, "type": "METRIC"},
+                                              {"key": "optim.lr", "type": "PARAM"},
+                                              {"key": "mix.prob", "type": "PARAM"}]
     assert all(c["yaxis"] == {"key": "final/top1_err", "type": "METRIC"} for c in scatters)
 
 
@@ -171,3 +172,19 @@ def test_publish_sets_the_sweep_run_description(store, tmp_path):
     assert "| `mix.preset` | **none** | 2 | 12.35 ± 3.20 | [9.10, 15.50] | — | — |" in note
     publish(client, exp, spec, run)  # a later `run` keeps the report's table
     assert "| `mix.preset` | mixup | 2 | 20.50 ± 1.00" in client.get_run(run).data.tags[NOTE_TAG]
+
+
+def test_search_trials_are_numbered_in_start_order_once(store):
+    client, exp = store
+    spec = spec_like(name="opt", factors=(), space=("optim.lr",))
+    sweep = client.create_run(exp, tags={TAG_SWEEP: "opt", TAG_ROLE: "sweep"}).info.run_id
+    runs = [client.create_run(exp, start_time=1000 + 10 * i, tags={TAG_SWEEP: "opt", TAG_ROLE: "trial"}).info.run_id
+            for i in (2, 0, 1)]
+    client.create_run(exp, start_time=999, tags={TAG_SWEEP: "other", TAG_ROLE: "trial"})  # another sweep's trial
+    publish(client, exp, spec, sweep)
+    publish(client, exp, spec, sweep)  # again: the numbers stay, nothing is logged twice
+    numbers = [client.get_metric_history(r, V.TRIAL_NUMBER) for r in runs]
+    assert [[m.value for m in h] for h in numbers] == [[3.0], [1.0], [2.0]]
+    charts = {c["uuid"]: c for c in V.views_for_spec(spec)[0].state["compareRunCharts"]}
+    assert charts["vs-trial"]["xaxis"] == {"key": V.TRIAL_NUMBER, "type": "METRIC"}
+    assert charts["vs-trial"]["yaxis"] == {"key": "final/top1_err", "type": "METRIC"}

@@ -302,7 +302,7 @@ def test_optuna_view_renders_parallel_coordinates(optuna_sweep, chromium, tmp_pa
     assert parallel is not None, f"no parallel-coordinates chart; cards: {list(cards)}"
     assert all(axis in text_of(parallel) for axis in ("optim.lr", "mix.prob", "final/top1_err"))
     assert "<svg" in parallel and "No matching data" not in text_of(parallel)
-    for param in ("optim.lr", "mix.prob"):
+    for param in ("search/trial", "optim.lr", "mix.prob"):  # the metric against the trial number, and each param
         scatter = next((c for c in cards.values() if text_of(c).startswith(f"{param} vs. final/top1_err")), None)
         assert scatter is not None and 'class="main-svg"' in scatter, f"no scatter of {param}; cards: {list(cards)}"
 
