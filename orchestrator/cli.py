@@ -23,7 +23,7 @@ from trainables.mixing.lazy import lazy_import
 from trainables.tracking import apply_http_defaults
 
 from .errors import UserError
-from .storage import DEFAULT_STORAGE, SweepState, resolve_storage, sweep_paths
+from .storage import DEFAULT_STORAGE, resolve_storage
 
 # The modules behind the subcommands, bound by name and imported when a command first uses them
 # (`trainables.mixing.lazy`): `--help` imports none of them, `validate` / `list` / `status` import
@@ -147,11 +147,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     storage = resolve_storage(args.storage, create=False)
     if args.name:  # the sweep's saved views, on a reused or new UI
         return ui.serve_sweep(args.name, storage=storage, host=args.host, port=args.port, open_browser=args.open)
-    uri = SweepState.load(sweep_paths(storage, args.name)).tracking_uri if args.name else \
-        tracking.default_tracking_uri(storage)
-    if uri.startswith(("http://", "https://")):
-        print(f"this sweep tracks to a server: open {uri}")
-        return 0
+    uri = tracking.default_tracking_uri(storage)  # the storage folder's store (a sweep on a server: `ui NAME`)
     with suppress(Exception):  # a new store is created under its lock, not raced by the server and a driver
         tracking.client(uri)  # (a broken one is the UI's to report)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,

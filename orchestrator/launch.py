@@ -23,27 +23,16 @@ from trainables.config import validate_config
 from trainables.data import build_dataset, dataset_options
 from trainables.files import atomic_write_text, disk_full
 from trainables.meta import TrialMeta
-from trainables.metrics import EPOCH_METRICS, PER_EPOCH, epoch_curve
 from trainables.mixing.lazy import lazy_import
 from trainables.tracking import HTTP_DEFAULTS
 
 from .errors import UserError
+from .search import optuna_search, per_epoch_metric
 from .storage import SweepPaths
 
-# bound by name: the trainable loads torch and search loads Optuna (and imports this module); `mixsweep status`
-# imports this module and needs neither
-search = lazy_import("orchestrator.search")
+# bound by name: the trainable loads torch, which `mixsweep status` (it imports this module) does not need
 trainable = lazy_import("trainables.trainable")
 
-
-
-def per_epoch_metric(metric: str) -> str:
-    """The per-epoch metric ASHA and Optuna use for `metric`; UserError when there is none."""
-    name = epoch_curve(metric)
-    if name is None:
-        raise UserError(f"metric {metric!r} exists only when a trial ends, but ASHA and search algorithms read the "
-                        f"metric every epoch; use one of {', '.join(sorted({*EPOCH_METRICS, *PER_EPOCH}))}")
-    return name
 
 
 @dataclass(frozen=True)
@@ -300,7 +289,7 @@ def _search(spec, meta: TrialMeta, history):
     space = {key: dist.to_tune() for key, dist in spec.search.space.items()}
     param_space = {"trial": {"config": {**spec.base_config(), **space, "seed": spec.seeds[0]}, "meta": meta.to_dict()}}
     limit = spec.search.max_concurrent or max(1, int(os.cpu_count() or 1))
-    alg = ConcurrencyLimiter(search.optuna_search(spec, history, param_space), max_concurrent=limit)
+    alg = ConcurrencyLimiter(optuna_search(spec, history, param_space), max_concurrent=limit)
     return param_space, alg, history.num_samples
 
 

@@ -13,12 +13,12 @@ Nothing here ever fails a sweep: `publish_quietly` reports a failing store as a 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, TextIO
+
+from trainables.tracking import TAG_NOTE
 
 from . import tracking
 from .views import (
@@ -28,12 +28,12 @@ from .views import (
     decode_state,
     envelope,
     fit_views,
+    has_our_id,
     trials_filter,
     view_links,
     views_for_spec,
 )
 
-NOTE_TAG = "mlflow.note.content"
 #: the report's summary table (Markdown) on the sweep run, kept for the descriptions later runs write
 SUMMARY_TAG = "mixsweep.report_summary"
 MAX_NOTE_CHARS = 8000  # MLflow's limit on a run tag's value
@@ -56,7 +56,8 @@ def write_views(client, experiment_id: str, spec, *, now_ms: int | None = None) 
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     tags = dict(client.get_experiment(experiment_id).tags)
     mine = trials_filter(spec.name)
-    ours = {k: v for k, v in tags.items() if k.startswith(VIEW_TAG_PREFIX) and _sweep_of(v) == mine}
+    # ours: our id AND this sweep's filter (a user's copy of one of our views keeps the filter, not the id)
+    ours = {k: v for k, v in tags.items() if has_our_id(k, spec.name) and _sweep_of(v) == mine}
     others = sum(k.startswith(VIEW_TAG_PREFIX) for k in tags) - len(ours)
     views = fit_views(views_for_spec(spec), others)
     for view in views:
@@ -94,32 +95,6 @@ def links_markdown(experiment_id: str, views: Sequence[View]) -> str:
     return "\n".join(lines)
 
 
-def _fmt(x: Any, digits: int = 2) -> str:
-    if isinstance(x, float):
-        return "—" if math.isnan(x) else f"{x:.{digits}f}"
-    return str(x)
-
-
-def summary_markdown(summary_csv: Path, limit_rows: int = 60) -> str:
-    """The report's summary.csv as a compact Markdown table (factor, level, n, mean ± std, CI, Holm p)."""
-    import pandas as pd
-
-    frame = pd.read_csv(summary_csv)
-    if not {"factor", "level", "mean"} <= set(frame.columns):
-        return ""
-    metric = frame["metric"].iloc[0] if "metric" in frame and len(frame) else "metric"
-    lines = [f"| factor | level | n | {metric} mean ± std | 95 % CI | diff vs first | p (Holm) |",
-             "|---|---|---|---|---|---|---|"]
-    for row in frame.head(limit_rows).itertuples(index=False):
-        r = row._asdict()
-        best = "**" if r.get("is_best") is True else ""
-        lines.append(f"| `{r['factor']}` | {best}{r['level']}{best} | {_fmt(r.get('n'))} | "
-                     f"{_fmt(r['mean'])} ± {_fmt(r.get('std', math.nan))} | "
-                     f"[{_fmt(r.get('ci_low', math.nan))}, {_fmt(r.get('ci_high', math.nan))}] | "
-                     f"{_fmt(r.get('diff_mean', math.nan))} | {_fmt(r.get('p_holm', math.nan), 3)} |")
-    return "\n".join(lines)
-
-
 def description(spec, experiment_id: str, views: Sequence[View], summary: str = "") -> str:
     """The sweep run's description: the links first (the UI folds long descriptions), the report's summary
     (when there is one), then the spec's description."""
@@ -131,7 +106,7 @@ def description(spec, experiment_id: str, views: Sequence[View], summary: str = 
         parts.append(f"{ABOUT_HEADING}\n\n{spec.description.strip()}")
     text = "\n\n".join(parts)
     if len(text) > MAX_NOTE_CHARS and summary:  # the links matter more than the last table rows
-        return description(spec, experiment_id, views, summary="\n".join(summary.splitlines()[:12]) + "\n| … |")
+        return description(spec, experiment_id, views, summary=summary[: MAX_NOTE_CHARS // 2] + "\n\n…")
     return text[:MAX_NOTE_CHARS]
 
 
@@ -150,26 +125,27 @@ def number_search_trials(client, experiment_id: str, spec) -> None:
             client.log_metric(run.info.run_id, TRIAL_NUMBER, number)
 
 
-def publish(client, experiment_id: str, spec, sweep_run_id: str, *, summary_csv: Path | None = None) -> list[View]:
-    """The views, and the sweep run's description with their links (and the summary of `summary_csv`)."""
+def publish(client, experiment_id: str, spec, sweep_run_id: str, *, summary: str = "") -> list[View]:
+    """The views, and the sweep run's description with their links (and `summary`, the report's Markdown
+    tables, or the last report's when empty)."""
     views = write_views(client, experiment_id, spec)
     if spec.search.algorithm != "grid":
         number_search_trials(client, experiment_id, spec)
-    if summary_csv and Path(summary_csv).is_file():
-        summary = summary_markdown(summary_csv)[:MAX_NOTE_CHARS]
+    if summary:
+        summary = summary[:MAX_NOTE_CHARS]
         client.set_tag(sweep_run_id, SUMMARY_TAG, summary)
     else:
         summary = _old_summary(client, sweep_run_id)
-    client.set_tag(sweep_run_id, NOTE_TAG, description(spec, experiment_id, views, summary))
+    client.set_tag(sweep_run_id, TAG_NOTE, description(spec, experiment_id, views, summary))
     return views
 
 
-def publish_quietly(client, experiment_id: str, spec, sweep_run_id: str, *, summary_csv: Path | None = None,
+def publish_quietly(client, experiment_id: str, spec, sweep_run_id: str, *, summary: str = "",
                     out: TextIO | None = None) -> list[View]:
     """`publish`; a failing store is a warning, never an error (the views are extras)."""
     out = out or sys.stderr
     try:
-        views = publish(client, experiment_id, spec, sweep_run_id, summary_csv=summary_csv)
+        views = publish(client, experiment_id, spec, sweep_run_id, summary=summary)
     except Exception as exc:  # noqa: BLE001 - the sweep's results matter, its UI views do not
         print(f"[mixsweep] warning: could not save the MLflow UI views: {type(exc).__name__}: {str(exc)[:200]}",
               file=out)

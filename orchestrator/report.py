@@ -99,6 +99,11 @@ def render_markdown(report: Report) -> str:
     return "\n".join(lines)
 
 
+def render_summary(report: Report) -> str:
+    """The per-factor tables of `render_markdown` alone (headed by the factor's name)."""
+    return "\n".join(line for fs in report.factors for line in _factor_section(fs)).strip() + "\n"
+
+
 def _factor_section(fs: FactorSummary) -> list[str]:
     comp = {normalize_level(c.level): c for c in fs.comparisons}
     lines = [
@@ -281,15 +286,17 @@ def write_report(
     n_boot: int = 10_000,
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Summarize and write report.md, factors.png, trials.csv (all trials, all columns), summary.csv.
+    """Summarize and write report.md, factors.png, trials.csv (all trials, all columns), summary.csv and
+    summary.md (the per-factor tables alone: the sweep run's description shows them).
 
-    out_dir is created if missing. Returns {file name: absolute path} for the four files.
+    out_dir is created if missing. Returns {file name: absolute path} for the five files.
     """
     report = summarize(trials, factors, metric, mode=mode, n_boot=n_boot, seed=seed)
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in ("report.md", "factors.png", "trials.csv", "summary.csv")}
+    paths = {name: out / name for name in ("report.md", "factors.png", "trials.csv", "summary.csv", "summary.md")}
     paths["report.md"].write_text(render_markdown(report), encoding="utf-8")
+    paths["summary.md"].write_text(render_summary(report), encoding="utf-8")
     plot_factors(report, paths["factors.png"])
     trials.to_csv(paths["trials.csv"], index=False)
     summary_frame(report).to_csv(paths["summary.csv"], index=False)
@@ -373,5 +380,6 @@ def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None)
     except Exception as exc:  # noqa: BLE001 - the files are written; say what failed
         raise UserError(f"the report is in {out}, but logging it to MLflow at {uri} failed: "
                         f"{type(exc).__name__}: {str(exc)[:300]}") from None
-    publish_quietly(client, state.experiment_id, spec, state.sweep_run_id, summary_csv=files.get("summary.csv"))
+    summary = files["summary.md"].read_text(encoding="utf-8") if "summary.md" in files else ""
+    publish_quietly(client, state.experiment_id, spec, state.sweep_run_id, summary=summary)
     return files

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trainables.config import ConfigError, resolve_trial
-from trainables.metrics import WORST
+from trainables.metrics import EPOCH_METRICS, PER_EPOCH, WORST, epoch_curve
 from trainables.trialdir import TrialState, read_config
 
-from .launch import per_epoch_metric
+from .errors import UserError
 from .storage import SweepPaths
 
 STUDY = "mixsweep"
@@ -47,6 +47,15 @@ class SearchHistory:
 
     def count(self, state: str) -> int:
         return sum(s == state for s in self.states.values())
+
+
+def per_epoch_metric(metric: str) -> str:
+    """The per-epoch metric ASHA and Optuna use for `metric`; UserError when there is none."""
+    name = epoch_curve(metric)
+    if name is None:
+        raise UserError(f"metric {metric!r} exists only when a trial ends, but ASHA and search algorithms read the "
+                        f"metric every epoch; use one of {', '.join(sorted({*EPOCH_METRICS, *PER_EPOCH}))}")
+    return name
 
 
 def _fits(dist, value: Any) -> bool:

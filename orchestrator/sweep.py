@@ -35,13 +35,12 @@ from .launch import (
     check_data,
     check_no_live_driver,
     leftover_ray_processes,
-    per_epoch_metric,
     record_driver,
     run_plan,
     stop_processes,
     trial_meta,
 )
-from .search import SearchHistory, search_history
+from .search import SearchHistory, per_epoch_metric, search_history
 from .spec import SweepSpec, Trial, expand, is_grid, load_spec
 from .status import print_plan
 from .storage import DamagedState, SweepPaths, SweepState, TrialEntry, sweep_lock, sweep_paths

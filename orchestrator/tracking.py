@@ -21,6 +21,7 @@ from trainables.tracking import (
     TAG_DEVICE,
     TAG_ERROR,
     TAG_NODE,
+    TAG_NOTE,
     TAG_ROLE,
     TAG_RUN_HASH,
     TAG_SWEEP,
@@ -41,7 +42,7 @@ def default_tracking_uri(storage: Path) -> str:
 def check_tracking_uri(uri: str, timeout: float = 5.0, *, require_folder: bool = True) -> None:
     """Fail fast, before any trial starts, when the tracking store cannot be reached. Without
     `require_folder`, a sqlite store's folder may still be missing (the storage creates it)."""
-    if uri.startswith(("http://", "https://")):
+    if is_server(uri):
         url = uri.rstrip("/") + "/health"
         try:
             with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user-given tracking server
@@ -63,9 +64,23 @@ def check_tracking_uri(uri: str, timeout: float = 5.0, *, require_folder: bool =
 
 
 def client(uri: str):
-    """An MlflowClient with bounded HTTP retries (a dead server costs seconds, not minutes); a new
+    """An MlflowClient (HTTP retries bounded by the process's entry point, `apply_http_defaults`); a new
     sqlite store is created under its lock, whichever of our processes opens it first."""
     return mlflow_client(uri)
+
+
+def is_server(uri: str) -> bool:
+    """Whether `uri` is a tracking server (its UI is on the same host), not a local store."""
+    return uri.startswith(("http://", "https://"))
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a reachable store that fails raises through MlflowClient (the server's errors, the network,
+    the database file): `except tracking.store_errors()`, so that our own bugs keep their traceback."""
+    from mlflow.exceptions import MlflowException  # MLflow itself is imported only by commands that use it
+    from requests import RequestException
+
+    return (MlflowException, RequestException, OSError)
 
 
 def ensure_experiment(mlflow_client, name: str, artifact_root: Path | None) -> str:
@@ -96,7 +111,7 @@ def ensure_sweep_run(mlflow_client, experiment_id: str, spec, spec_hash: str, pa
     if run is None:
         tags = {TAG_SWEEP: spec.name, TAG_ROLE: "sweep", TAG_SPEC_HASH: spec_hash, "mlflow.runName": spec.name}
         if spec.description:
-            tags["mlflow.note.content"] = spec.description
+            tags[TAG_NOTE] = spec.description
         run = mlflow_client.create_run(experiment_id, tags=tags, run_name=spec.name)
         run_id = run.info.run_id
         log_params(mlflow_client, run_id, params)

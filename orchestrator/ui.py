@@ -87,45 +87,52 @@ def serve_sweep(name: str, *, storage: Path, host: str = "127.0.0.1", port: int 
     tracking.check_tracking_uri(uri)
     try:
         views = publish(tracking.client(uri), state.experiment_id, spec, state.sweep_run_id)
-    except Exception as exc:  # noqa: BLE001 - a store that answers but fails
+    except tracking.store_errors() as exc:  # a store that answers but fails
         raise UserError(f"MLflow at {uri} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - a link, not a bind
     base = ui_base(uri, default=f"http://{local}:{port}")
-    proc = None
-    if uri.startswith(("http://", "https://")):
+    if tracking.is_server(uri):
         print(f"sweep {name} tracks to the server {base}; its views:", file=out)
     elif answers(base):
         if not serves_views(base, state.experiment_id, views):
             raise UserError(f"{base} serves another MLflow store; pass another --port")
         print(f"the MLflow UI on {base} already serves this store; views of sweep {name}:", file=out)
     else:
-        cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-        # its own process group (its workers stop with it); its chatter on stderr, the links alone on stdout
-        proc = subprocess.Popen(cmd, start_new_session=True, stdout=2)
-        try:
-            wait_until_up(base, proc)
-        except BaseException:
-            _stop(proc)
-            raise
-        print(f"MLflow UI on {base} (store {uri}); views of sweep {name}:", file=out)
-    print_links(base, state.experiment_id, views, out)
+        return _serve_here(name, uri, host, port, base, state.experiment_id, views, open_browser, out)
+    _show(base, state.experiment_id, views, open_browser, out)
+    return 0
+
+
+def _show(base: str, experiment_id: str, views: Sequence[View], open_browser: bool, out: TextIO) -> None:
+    print_links(base, experiment_id, views, out)
     out.flush()
-    if open_browser and views:
-        opened = webbrowser.open(view_url(base, state.experiment_id, views[0].id))
-        if not opened:
-            print("no browser found here: open the links above", file=out)
-    if proc is None:
-        return 0
-    print("Ctrl+C stops the UI", file=sys.stderr)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # kill -TERM stops the UI too, not only this process
+    if open_browser and views and not webbrowser.open(view_url(base, experiment_id, views[0].id)):
+        print("no browser found here: open the links above", file=out)
+
+
+def _serve_here(name: str, uri: str, host: str, port: int, base: str, experiment_id: str, views: Sequence[View],
+                open_browser: bool, out: TextIO) -> int:
+    """Start the UI on `uri` and serve until Ctrl+C or SIGTERM, which stop it with its workers (exit 0)."""
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    # SIGTERM is caught before the UI starts: the UI runs in its own process group (its workers stop with
+    # it), so a SIGTERM that killed this process during start-up would leave it behind
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    proc = None
     try:
+        # its chatter on stderr, the links alone on stdout
+        proc = subprocess.Popen(cmd, start_new_session=True, stdout=2)
+        wait_until_up(base, proc)
+        print(f"MLflow UI on {base} (store {uri}); views of sweep {name}:", file=out)
+        _show(base, experiment_id, views, open_browser, out)
+        print("Ctrl+C stops the UI", file=sys.stderr)
         proc.wait()
         return 0
     except KeyboardInterrupt:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _stop(proc)
+        if proc is not None:
+            _stop(proc)
 
 
 def _interrupt(signum, frame) -> None:
@@ -154,12 +161,12 @@ def print_sweep_links(name: str, *, storage: Path, out: TextIO | None = None) ->
         state = SweepState.load(paths)
         views = views_for_spec(load_spec(paths.spec))
         tags = tracking.client(state.tracking_uri).get_experiment(state.experiment_id).tags
-    except Exception:  # noqa: BLE001 - links are a convenience; the command's own errors are reported elsewhere
+    except (UserError, *tracking.store_errors()) as exc:  # the links are extras: the command's result stands
+        print(f"[mixsweep] warning: no MLflow view links: {type(exc).__name__}: {str(exc)[:200]}", file=out)
         return
     views = [v for v in views if VIEW_TAG_PREFIX + v.id in tags]
     if not views:
         return
-    remote = state.tracking_uri.startswith(("http://", "https://"))
-    where = "" if remote else f" (serve them: mixsweep ui {name} --storage {storage})"
+    where = "" if tracking.is_server(state.tracking_uri) else f" (serve them: mixsweep ui {name} --storage {storage})"
     print(f"[mixsweep] MLflow views of {name}{where}:", file=out)
     print_links(ui_base(state.tracking_uri), state.experiment_id, views, out)

@@ -29,6 +29,8 @@ from urllib.parse import quote
 from trainables.metrics import FINAL_METRICS, epoch_curve
 from trainables.tracking import TAG_ROLE, TAG_SWEEP
 
+from .tracking import is_server
+
 #: experiment-tag prefix of the UI's saved views (MLflow's own constant)
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 #: our views' ids all start with this, so reruns overwrite them and stale ones can be pruned
@@ -65,8 +67,9 @@ def view_id(sweep: str, question: str) -> str:
     return f"{OUR_PREFIX}{slug(sweep)}-{slug(question)}"
 
 
-def is_ours(tag_key: str, sweep: str) -> bool:
-    """Whether an experiment tag is one of this sweep's saved views."""
+def has_our_id(tag_key: str, sweep: str) -> bool:
+    """Whether an experiment tag's key is one we would give a view of `sweep` (`mixsweep-smoke-2-...` also
+    matches for `smoke`: the view's filter tells the two apart, see `mlflow_views.write_views`)."""
     return tag_key.startswith(f"{VIEW_TAG_PREFIX}{OUR_PREFIX}{slug(sweep)}-")
 
 
@@ -233,7 +236,7 @@ def fit_views(views: Sequence[View], others: int, limit: int = MAX_VIEWS_PER_EXP
 
 def ui_base(tracking_uri: str, default: str = "http://127.0.0.1:5000") -> str:
     """Where the UI of a store is: the tracking server itself, or `default` (a local `mixsweep ui`)."""
-    if tracking_uri.startswith(("http://", "https://")):
+    if is_server(tracking_uri):
         return tracking_uri.rstrip("/")
     return default.rstrip("/")
 

@@ -385,7 +385,7 @@ def test_cost_labels_follow_device_column():
 def test_write_report_writes_four_files_that_round_trip(tmp_path):
     df = fail(make_trials(), "random_patch-fine_grained-1")
     paths = write_report(df, FACTORS, METRIC, "min", tmp_path / "new" / "dir", n_boot=N_BOOT)
-    assert set(paths) == {"report.md", "factors.png", "trials.csv", "summary.csv"}
+    assert set(paths) == {"report.md", "factors.png", "trials.csv", "summary.csv", "summary.md"}
     assert all(p.is_file() and p.is_absolute() for p in paths.values())
 
     img = mpimg.imread(paths["factors.png"])

@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
 import pytest
 
 from orchestrator import views as V
-from orchestrator.mlflow_views import NOTE_TAG, _sweep_of, description, publish, write_views
+from orchestrator.mlflow_views import _sweep_of, description, publish, write_views
+from orchestrator.report import write_report
 from orchestrator.spec import load_spec
-from trainables.tracking import TAG_ROLE, TAG_SWEEP
+from trainables.tracking import TAG_NOTE, TAG_ROLE, TAG_SWEEP
 
 
 def spec_like(name="smoke", factors=("mix.preset",), space=(), metric="final/top1_err", mode="min", desc="demo"):
@@ -127,9 +129,10 @@ def test_write_views_updates_in_place_and_prunes_only_its_own_stale_views(store)
     client, exp = store
     other = V.views_for_spec(spec_like(name="smoke-2", factors=("mix.preset",)))[0]  # prefix-sharing sweep
     client.set_experiment_tag(exp, V.VIEW_TAG_PREFIX + other.id, V.envelope(other, created_ms=5, updated_ms=5))
-    client.set_experiment_tag(exp, V.VIEW_TAG_PREFIX + "users-own", json.dumps({"name": "mine", "state": "{}"}))
-
     two = spec_like(factors=("mix.preset", "mix.pairing"))
+    copy = V.View("users-own", "mine", V.views_for_spec(two)[0].state)  # a user saved one of ours as their own
+    client.set_experiment_tag(exp, V.VIEW_TAG_PREFIX + copy.id, V.envelope(copy, created_ms=5, updated_ms=5))
+
     write_views(client, exp, two, now_ms=100)
     tags = _view_tags(client, exp)
     assert len(tags) == 2 + 3
@@ -161,17 +164,18 @@ def test_publish_sets_the_sweep_run_description(store, tmp_path):
     run = client.create_run(exp, tags={TAG_SWEEP: "smoke", TAG_ROLE: "sweep"}).info.run_id
     spec = spec_like()
     publish(client, exp, spec, run)
-    note = client.get_run(run).data.tags[NOTE_TAG]
+    note = client.get_run(run).data.tags[TAG_NOTE]
     assert note.endswith("demo") and "viewStateShareKey=mixsweep-smoke-mix.preset" in note
-    csv = tmp_path / "summary.csv"
-    csv.write_text("metric,mode,factor,level,is_best,n,mean,std,ci_low,ci_high,diff_mean,p_holm\n"
-                   "final/top1_err,min,mix.preset,none,True,2,12.345,3.2,9.1,15.5,,\n"
-                   "final/top1_err,min,mix.preset,mixup,False,2,20.5,1.0,19.0,22.0,8.155,0.5\n")
-    publish(client, exp, spec, run, summary_csv=csv)
-    note = client.get_run(run).data.tags[NOTE_TAG]
-    assert "| `mix.preset` | **none** | 2 | 12.35 ± 3.20 | [9.10, 15.50] | — | — |" in note
+    trials = pd.DataFrame({"run_hash": list("abcd"), "mix.preset": ["none", "none", "mixup", "mixup"],
+                           "seed": [0, 1, 0, 1], "final/top1_err": [12.0, 13.0, 20.0, 21.5], "status": ["FINISHED"] * 4,
+                           })
+    report = write_report(trials, {"mix.preset": ["none", "mixup"]}, "final/top1_err", "min", tmp_path, n_boot=200)
+    summary = report["summary.md"].read_text()
+    publish(client, exp, spec, run, summary=summary)
+    note = client.get_run(run).data.tags[TAG_NOTE]
+    assert summary.strip() in note and "| **none (ref)** | 2 | **12.50 ± 0.71** |" in note
     publish(client, exp, spec, run)  # a later `run` keeps the report's table
-    assert "| `mix.preset` | mixup | 2 | 20.50 ± 1.00" in client.get_run(run).data.tags[NOTE_TAG]
+    assert summary.strip() in client.get_run(run).data.tags[TAG_NOTE]
 
 
 def test_search_trials_are_numbered_in_start_order_once(store):

@@ -28,6 +28,7 @@ TAG_SWEEP, TAG_ROLE, TAG_RUN_HASH, TAG_CONFIG_HASH = "mixsweep.sweep", "mixsweep
 TAG_TRIAL_ID, TAG_COMMIT, TAG_NODE, TAG_NODES, TAG_ERROR = "ray.trial_id", "mixsweep.git_commit", \
     "mixsweep.node_id", "mixsweep.node_history", "mixsweep.error"
 TAG_DEVICE = "mixsweep.device"
+TAG_NOTE = "mlflow.note.content"  #: MLflow's run description (Markdown in the UI)
 MAX_PARAMS_PER_BATCH, MAX_PARAM_CHARS = 100, 6000
 PROGRESS_KEY = "test/top1_err"  #: the per-epoch metric whose history says which epochs are logged
 #: a trial must not stall on a dead tracking server: few, short HTTP retries (users may override)

@@ -10,7 +10,7 @@ too. Missing files raise `DatasetNotFoundError` naming the directory and the exp
 Safety: the format is Python pickle, and without the md5 check any pickle in `data.root` would
 run code on load. So every file is first read by a restricted unpickler that allows only what
 CIFAR batches contain (dicts, lists, bytes, numbers and numpy arrays); anything else is refused
-before torchvision loads it.
+before torchvision loads it (`cifar_files`: the unpickler lives with the classes that use it).
 """
 
 from __future__ import annotations
@@ -52,26 +52,6 @@ CIFAR10_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
 CIFAR10_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
 CIFAR100_MEAN = tuple(v / 255 for v in (129.3, 124.1, 112.4))
 CIFAR100_STD = tuple(v / 255 for v in (68.2, 65.4, 70.4))
-
-
-#: the only globals a CIFAR python-pickle batch needs (numpy array reconstruction)
-_ALLOWED_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                    ("numpy", "ndarray"), ("numpy", "dtype")}
-
-
-class _DataOnlyUnpickler(pickle.Unpickler):
-    """Unpickles CIFAR batches only: any global outside the allowed array types is refused (no code runs)."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED_GLOBALS:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: CIFAR batches hold only data")
-
-
-def verify_data_pickle(path: Path) -> None:
-    """Read `path` with the restricted unpickler; raise pickle.UnpicklingError on anything but data."""
-    with open(path, "rb") as f:
-        _DataOnlyUnpickler(f, encoding="latin1").load()
 
 
 def _layout(cls: type[CIFAR10]) -> str:

@@ -5,11 +5,30 @@ dataset registry imports without torchvision.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
+from typing import Any
 
 from torchvision.datasets import CIFAR10, CIFAR100
 
-from .cifar import _DataOnlyUnpickler, verify_data_pickle
+#: the only globals a CIFAR python-pickle batch needs (numpy array reconstruction)
+_ALLOWED_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                    ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _DataOnlyUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR batches only: any global outside the allowed array types is refused (no code runs)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: CIFAR batches hold only data")
+
+
+def verify_data_pickle(path: Path) -> None:
+    """Read `path` with the restricted unpickler; raise pickle.UnpicklingError on anything but data."""
+    with open(path, "rb") as f:
+        _DataOnlyUnpickler(f, encoding="latin1").load()
 
 
 class _PresentMixin:
