@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import build_parser, main
+from orchestrator.spec import list_specs
+from trainables.mixing import list_presets
 
 GOOD = """\
 name: ok
@@ -126,8 +128,8 @@ def test_non_utf8_spec(tmp_path, monkeypatch, capsys):
     assert_one_clean_message(code, err, r"UTF-8")
 
 
-SHIPPED = "baselines, factorial, guided_pairing, hpo, lambda_distributions, official_vs_paper, saliency_methods, "
-PRESETS = "none, mixup, cutmix, saliencymix, saliencymix_official, guided_sr, guided_ap, grafting"
+SHIPPED = re.escape(", ".join(name for name, _ in list_specs()))  # the message lists every shipped spec
+PRESETS = re.escape(", ".join(list_presets()))
 REBUILD = ("`mixsweep run` rebuilds it: mixsweep run {spec} --storage {storage} (with the --tracking-uri the sweep "
            "used, unless it was the default); trials that finished are kept and not run again")
 
