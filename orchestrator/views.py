@@ -132,28 +132,40 @@ def scatter_chart(x: tuple[str, str], y: tuple[str, str], uuid: str) -> dict[str
     return _chart("SCATTER", uuid, xaxis={"key": x[0], "type": x[1]}, yaxis={"key": y[0], "type": y[1]})
 
 
-def grid_state(sweep: str, factors: Sequence[str], metric: str, mode: str, by: Sequence[str]) -> dict[str, Any]:
-    """The runs page for the trials of a grid, grouped by `by`, sorted by the sweep metric."""
-    curve = epoch_curve(metric) or "test/top1_err"  # a metric known only at the end (robust/): the test error
-    charts = [line_chart(curve, "curve")]
-    if curve != "train/loss":
-        charts.append(line_chart("train/loss", "train-loss"))
-    charts.append(bar_chart(metric, "final"))
+def _runs_page(sweep: str, params: Sequence[str], metric: str, mode: str, by: Sequence[str],
+               charts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs page over the sweep's trials: `params` + seed + the metrics as columns, sorted by the sweep
+    metric in its mode, grouped by `by` (ungrouped when empty), `charts` in our chart section."""
     return {
         "searchFilter": trials_filter(sweep),
         "orderByKey": metric_column(metric),
         "orderByAsc": mode == "min",
         "lifecycleFilter": "Active",
-        "selectedColumns": [param_column(f) for f in factors] + [param_column("seed")] + metric_columns(metric),
+        "selectedColumns": [param_column(p) for p in params] + [param_column("seed")] + metric_columns(metric),
         "groupBy": group_by(by),
         "groupsExpanded": {},
-        "useGroupedValuesInCharts": True,
+        "useGroupedValuesInCharts": bool(by),
         "hideEmptyCharts": True,
         "chartsSearchFilter": "",
         "isAccordionReordered": True,
         "compareRunSections": _section(),
         "compareRunCharts": charts,
     }
+
+
+def _curve(metric: str) -> str:
+    """The per-epoch curve to draw for `metric`; the test error for one known only at the end (robust/)."""
+    return epoch_curve(metric) or "test/top1_err"
+
+
+def grid_state(sweep: str, factors: Sequence[str], metric: str, mode: str, by: Sequence[str]) -> dict[str, Any]:
+    """The runs page for the trials of a grid, grouped by `by`, sorted by the sweep metric."""
+    curve = _curve(metric)
+    charts = [line_chart(curve, "curve")]
+    if curve != "train/loss":
+        charts.append(line_chart("train/loss", "train-loss"))
+    charts.append(bar_chart(metric, "final"))
+    return _runs_page(sweep, factors, metric, mode, by, charts)
 
 
 def search_state(sweep: str, space: Sequence[str], metric: str, mode: str) -> dict[str, Any]:
@@ -161,22 +173,9 @@ def search_state(sweep: str, space: Sequence[str], metric: str, mode: str) -> di
     the trial number (did the search improve?) and against each param (scatter), the per-epoch curves."""
     charts = [parallel_chart(space, metric, "parallel"),
               scatter_chart((TRIAL_NUMBER, "METRIC"), (metric, "METRIC"), "vs-trial"),
-              line_chart(epoch_curve(metric) or "test/top1_err", "curve")]
+              line_chart(_curve(metric), "curve")]
     charts += [scatter_chart((p, "PARAM"), (metric, "METRIC"), f"vs-{slug(p)}") for p in space]
-    return {
-        "searchFilter": trials_filter(sweep),
-        "orderByKey": metric_column(metric),
-        "orderByAsc": mode == "min",
-        "lifecycleFilter": "Active",
-        "selectedColumns": [param_column(p) for p in space] + [param_column("seed")] + metric_columns(metric),
-        "groupBy": None,
-        "useGroupedValuesInCharts": False,
-        "hideEmptyCharts": True,
-        "chartsSearchFilter": "",
-        "isAccordionReordered": True,
-        "compareRunSections": _section(),
-        "compareRunCharts": charts,
-    }
+    return _runs_page(sweep, space, metric, mode, (), charts)
 
 
 def sweep_views(sweep: str, *, factors: Sequence[str] = (), space: Sequence[str] = (), metric: str,
