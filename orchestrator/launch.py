@@ -151,8 +151,11 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
             if address:
                 ray.init(address=address, log_to_driver=True, runtime_env=_worker_env())
             elif os.environ.get("RAY_ADDRESS"):
+                # inside a Ray job (`mixsweep submit`) the job's runtime_env already holds the workers' env vars,
+                # and Ray refuses a driver's runtime_env that repeats one of them
+                in_job = bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
                 ray.init(address=os.environ["RAY_ADDRESS"], include_dashboard=False, log_to_driver=True,
-                         runtime_env=_worker_env())
+                         runtime_env=None if in_job else _worker_env())
             else:
                 # "local": a new instance even when a `ray start` cluster runs on this machine (no address
                 # would join the one in /tmp/ray/ray_current_cluster, and die with it); its workers are

@@ -28,6 +28,7 @@ from trainables.trialdir import TrialState
 
 from . import mlflow_views, tracking
 from .errors import UserError
+from .jobs import record_job
 from .launch import (
     STOP_TIMEOUT_S,
     LaunchPlan,
@@ -302,6 +303,7 @@ class SweepSession:
                                 trials=entries if self.grid else old.trials if old else ())
         atomic_write_text(paths.spec, spec.to_yaml())
         self.state.save(paths)
+        record_job(self.client, sweep_run, paths)  # a `mixsweep submit` job: its id on the sweep run and in storage
 
     # -- plan -------------------------------------------------------------------------------
     def plan(self) -> LaunchPlan | None:
