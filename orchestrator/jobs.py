@@ -141,7 +141,8 @@ def head_paths(address: str, storage: str | None, tracking_uri: str | None) -> t
 def entrypoint(python: str, command: str) -> str:
     """The job's shell command: check the head's interpreter, then run the driver (exec: it gets the stop signal)."""
     py = shlex.quote(python)
-    check = (f"{py} -c 'import ray, mlflow, torch' 2>/dev/null || {{ echo \"mixsweep: {python} on the head cannot "
+    probe = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('ray', 'mlflow', 'torch')))"
+    check = (f"{py} -c {shlex.quote(probe)} || {{ echo \"mixsweep: {python} on the head cannot "
              f"import ray, mlflow and torch; install mixsweep[cluster] there or pass --python PATH\" >&2; exit 2; }}")
     return f"{check}; exec {py} -m orchestrator.job_driver {shlex.quote(command)}"
 
@@ -216,7 +217,8 @@ def submit(ref: str | None, *, address: str, storage: str | None, tracking_uri: 
     job_id = next_job_id(client, name, digest)
     env.update({ENV_STORAGE: storage, ENV_TRACKING: uri, ENV_JOB_ID: job_id, ENV_NAME: name})
     metadata = {META_TOOL: "1", META_SWEEP: name, META_SPEC_HASH: digest, META_STORAGE: storage, META_TRACKING: uri}
-    logging.getLogger("ray").setLevel(logging.WARNING)  # not a line per file left out of the upload
+    for logger in ("ray", "ray.dashboard"):  # not a line per file left out of the upload
+        logging.getLogger(logger).setLevel(logging.WARNING)
     with _quiet_packaging():
         client.submit_job(entrypoint=entrypoint(python, env[ENV_COMMAND]), submission_id=job_id,
                           runtime_env=runtime_env(env), metadata=metadata)
