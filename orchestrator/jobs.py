@@ -23,6 +23,7 @@ import os
 import re
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -243,10 +244,18 @@ def exit_code(info) -> int:
     return int(code) if code not in (None, 0) else 1
 
 
-async def _tail(client, job_id: str) -> None:
+async def _tail(client, job_id: str, detached: threading.Event, printed: list[int]) -> None:
+    """Stream the job's logs to stdout, from character `printed[0]` on (what an earlier stream showed)."""
+    seen = 0
     async for lines in client.tail_job_logs(job_id):
-        sys.stdout.write(lines)
-        sys.stdout.flush()
+        if detached.is_set():  # Ctrl+C: this stream is over (a new one follows a stopping job)
+            return
+        new = lines[max(0, printed[0] - seen):]
+        seen += len(lines)
+        if new:
+            sys.stdout.write(new)
+            sys.stdout.flush()
+            printed[0] += len(new)
 
 
 def _ask_stop() -> bool:
@@ -260,17 +269,25 @@ def _ask_stop() -> bool:
 
 
 def follow(client, job_id: str, *, stop_on_interrupt: bool = False, out: TextIO | None = None,
-           address: str = "ADDRESS") -> int:
+           address: str = "ADDRESS", printed: list[int] | None = None) -> int:
     """Print the job's logs until it ends; its exit code. Ctrl+C: stop the job or detach (asked on a terminal)."""
     out = out or sys.stderr
+    # the logs stream in a thread of their own: Ctrl+C lands in this one, outside asyncio's own SIGINT handling
+    # (which, interrupted, leaves a KeyboardInterrupt pending for Ray's atexit hook)
+    detached, printed = threading.Event(), printed if printed is not None else [0]
+    tail = threading.Thread(target=lambda: asyncio.run(_tail(client, job_id, detached, printed)), daemon=True,
+                            name="mixsweep-logs")
     try:
-        asyncio.run(_tail(client, job_id))
+        tail.start()
+        while tail.is_alive():
+            tail.join(0.2)
     except KeyboardInterrupt:
+        detached.set()
         if stop_on_interrupt or _ask_stop():
             print(f"[mixsweep] stopping job {job_id}; its driver settles (trials keep their checkpoints)", file=out,
                   flush=True)
             client.stop_job(job_id)
-            return follow(client, job_id, out=out, address=address)
+            return follow(client, job_id, out=out, address=address, printed=printed)
         print(f"[mixsweep] detached; job {job_id} keeps running on the cluster (mixsweep logs {job_id} "
               f"--address {address})", file=out)
         return 0
