@@ -200,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="a spec file (.yaml) or the name of a shipped spec (mixsweep list)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<storage>/mlflow.db)")
-    p.add_argument("--address", help="Ray cluster: 'auto' or ray://host:10001 (default: a local Ray instance)")
+    p.add_argument("--address", help="Ray cluster, on one of its nodes: 'auto' or HEAD:6379 (default: a local Ray "
+                                     "instance; from outside the cluster: mixsweep submit)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
     p.add_argument("--dry-run", action="store_true", help="validate and list the trials, run nothing")
     p.add_argument("--retry-failed", action="store_true", help="run trials that failed (diverged) again")

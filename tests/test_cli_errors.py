@@ -175,8 +175,11 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
          r"^mixsweep run: error: cannot reach the MLflow tracking server at http://127\.0\.0\.1:9 \(.+\); start it "
          r"\(mlflow server --host 127\.0\.0\.1 --port PORT \.\.\.\) or pass another --tracking-uri$"),
         ("bad-address", ["run", str(spec), "--storage", str(tmp / "runs"), "--address", "not an address!"],
-         r"^mixsweep run: error: --address 'not an address!': expected 'auto', HOST:PORT \(a cluster's GCS\) or "
-         r"ray://HOST:PORT \(Ray Client\)$"),
+         r"^mixsweep run: error: --address 'not an address!': expected 'auto' or HOST:PORT \(a cluster's GCS\); from "
+         r"outside the cluster, use mixsweep submit --address http://HEAD:8265$"),
+        ("ray-client", ["run", str(spec), "--storage", str(tmp / "runs"), "--address", "ray://127.0.0.1:10001"],
+         r"^mixsweep run: error: --address ray://127\.0\.0\.1:10001: Ray Client \(ray://\) is not supported: .+ "
+         r"mixsweep submit SPEC --address http://HEAD:8265 .+$"),
         ("resume-unknown", ["resume", "nosuch", "--storage", str(tmp)], rf"^mixsweep resume: error: {unknown}"),
         ("status-unknown", ["status", "nosuch", "--storage", str(tmp)], rf"^mixsweep status: error: {unknown}"),
         ("report-unknown", ["report", "nosuch", "--storage", str(tmp)], rf"^mixsweep report: error: {unknown}"),
