@@ -21,6 +21,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
+from pathlib import Path
 
 from trainables.mixing.errors import ConfigError
 from trainables.mixing.lazy import lazy_import
@@ -71,7 +72,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     if args.address:  # a submitted sweep: its job's state first (the storage may be on the cluster only)
         print(jobs.job_line(args.name, args.address))
-        if not resolve_storage(args.storage, create=False).joinpath(args.name).is_dir():
+        if not (Path(args.storage).expanduser() / args.name).is_dir():
             return 0
     return status.sweep_status(args.name, storage=resolve_storage(args.storage, create=False))
 

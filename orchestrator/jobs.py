@@ -378,8 +378,12 @@ def job_line(name: str, address: str) -> str:
         job = find_job(client, name)
     except UserError as exc:
         return f"job: {exc}"
-    return (f"job {job.submission_id}: {job.status.value}, started {_when(job.start_time)}, {_duration(job)}"
-            f"{f' ({job.message})' if job.message and job.status.is_terminal() else ''}")
+    message = (job.message or "").splitlines()[0] if job.status.is_terminal() and job.message else ""
+    line = (f"job {job.submission_id}: {job.status.value}, started {_when(job.start_time)}, {_duration(job)}"
+            f"{f' ({message})' if message else ''}")
+    if job.status.value in ("STOPPED", "FAILED"):
+        line += f"; to continue: mixsweep submit --resume {job.metadata.get(META_SWEEP)} --address {address}"
+    return line
 
 
 # -- on the head: the driver records its job ------------------------------------------------------

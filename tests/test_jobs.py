@@ -195,3 +195,31 @@ def test_detach_stop_and_resume(head, tmp_path):
     runs = _runs(storage)
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
     assert len(trials) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_killed_driver_is_resumed_by_submit_resume(head, tmp_path):
+    """The driver SIGKILLed on the head: the job FAILED, trials keep their checkpoints, `submit --resume` ends it."""
+    import psutil
+
+    env, _ = head
+    storage = tmp_path / "runs"
+    out = mixsweep(env, "submit", str(_spec(tmp_path, "jobkill", epochs=30, train=512)), "--address", ADDRESS,
+                   "--storage", str(storage), "--python", sys.executable, "--no-wait")
+    assert out.returncode == 0, out.stderr[-3000:]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list((storage / "jobkill" / "ray").glob("launch-*/*/checkpoint_*")):
+        time.sleep(1)
+    drivers = [p for p in psutil.process_iter(["cmdline"]) if "orchestrator.job_driver" in " ".join(
+        p.info["cmdline"] or []) and str(storage) in (p.environ().get("MIXSWEEP_STORAGE", ""))]
+    assert len(drivers) == 1
+    drivers[0].kill()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "FAILED" not in mixsweep(env, "jobs", "--address", ADDRESS).stdout:
+        time.sleep(1)
+    status = mixsweep(env, "status", "jobkill", "--address", ADDRESS, "--storage", str(storage))
+    assert "FAILED" in status.stdout and "submit --resume jobkill" in status.stdout, status.stdout
+    resumed = mixsweep(env, "submit", "--resume", "jobkill", "--address", ADDRESS, "--python", sys.executable)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "the previous driver" in resumed.stdout and "is gone" in resumed.stdout
+    runs = _runs(storage)
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
