@@ -404,3 +404,12 @@ def record_job(mlflow_client, sweep_run_id: str, paths) -> None:
         jobs.append({"job_id": job_id, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                      "command": os.environ.get(ENV_COMMAND, "")})
         atomic_write_text(file, json.dumps(jobs, indent=1) + "\n")
+
+
+def last_job(paths) -> str | None:
+    """The id of the newest job recorded in `<sweep>/jobs.json`, None when the sweep never ran as a job."""
+    try:
+        jobs = json.loads((paths.root / JOBS_FILE).read_text())
+        return str(jobs[-1]["job_id"]) if jobs else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
