@@ -63,6 +63,15 @@ def _head_processes(temp_dir: str) -> list:
     return list(found.values())
 
 
+def _running(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 @pytest.fixture(scope="module")
 def head():
     """(env for the CLI, temp folder): a one-node cluster with a job server and token auth."""
@@ -89,7 +98,10 @@ def head():
         for proc in procs:
             with contextlib.suppress(psutil.Error):
                 proc.terminate()
-        _, alive = psutil.wait_procs(procs, timeout=15)
+        # a process whose parent is gone stays a zombie where nothing reaps orphans (pid 1 of a container):
+        # exited all the same, so it is not waited for
+        _, alive = psutil.wait_procs(procs, timeout=15, callback=None)
+        alive = [p for p in alive if _running(p)]
         for proc in alive:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
@@ -223,3 +235,58 @@ def test_a_killed_driver_is_resumed_by_submit_resume(head, tmp_path):
     assert "the previous driver" in resumed.stdout and "is gone" in resumed.stdout
     runs = _runs(storage)
     assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+class Terminal:
+    """`mixsweep ARGS` on a pseudo-terminal (stdin and stderr are ttys: Ctrl+C asks what to do)."""
+
+    def __init__(self, env: dict, *args: str) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], stdin=slave, stdout=slave,
+                                     stderr=slave, env=env, close_fds=True)
+        os.close(slave)
+        self.text = ""
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        import select
+
+        deadline = time.monotonic() + timeout
+        while text not in self.text and time.monotonic() < deadline:
+            if select.select([self.master], [], [], 0.2)[0]:
+                try:
+                    self.text += os.read(self.master, 65536).decode(errors="replace")
+                except OSError:  # the process ended
+                    break
+        return text in self.text
+
+    def interrupt_and_answer(self, answer: str) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)
+        assert self.wait_for("stop the job on the cluster too?", 30), self.text[-2000:]
+        os.write(self.master, answer.encode() + b"\n")
+
+    def close(self, timeout: float) -> int:
+        self.wait_for("\0", 0.5)
+        code = self.proc.wait(timeout)
+        self.wait_for("\0", 0.5)
+        os.close(self.master)
+        return code
+
+
+def test_ctrl_c_on_a_terminal_asks_detach_or_stop(head, tmp_path):
+    env, _ = head
+    storage = tmp_path / "runs"
+    term = Terminal(env, "submit", str(_spec(tmp_path, "jobtty", epochs=40, train=512)), "--address", ADDRESS,
+                    "--storage", str(storage), "--python", sys.executable)
+    assert term.wait_for("2 trials started", 120), term.text[-3000:]
+    term.interrupt_and_answer("n")  # detach: the job keeps running
+    assert term.close(60) == 0 and "detached" in term.text, term.text[-2000:]
+    assert "RUNNING" in mixsweep(env, "status", "jobtty", "--address", ADDRESS, "--storage", str(storage)).stdout
+    term = Terminal(env, "logs", "jobtty", "--address", ADDRESS)  # come back, then stop it
+    assert term.wait_for("epoch", 60), term.text[-3000:]
+    term.interrupt_and_answer("y")
+    assert term.close(180) == 130 and "STOPPED" in term.text, term.text[-2000:]
+    assert {r.info.status for r in _runs(storage) if r.data.tags.get("mlflow.parentRunId")} == {"KILLED"}
