@@ -100,8 +100,10 @@ def head():
                 proc.terminate()
         # a process whose parent is gone stays a zombie where nothing reaps orphans (pid 1 of a container):
         # exited all the same, so it is not waited for
-        _, alive = psutil.wait_procs(procs, timeout=15, callback=None)
-        alive = [p for p in alive if _running(p)]
+        deadline = time.monotonic() + 15
+        while any(_running(p) for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        alive = [p for p in procs if _running(p)]
         for proc in alive:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
