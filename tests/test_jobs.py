@@ -100,7 +100,7 @@ def head():
                 proc.terminate()
         # a process whose parent is gone stays a zombie where nothing reaps orphans (pid 1 of a container):
         # exited all the same, so it is not waited for
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 5  # the GCS and the autoscaler monitor ignore SIGTERM: SIGKILL follows
         while any(_running(p) for p in procs) and time.monotonic() < deadline:
             time.sleep(0.2)
         alive = [p for p in procs if _running(p)]
