@@ -149,14 +149,22 @@ def entrypoint(python: str, command: str) -> str:
 
 
 def runtime_env(env_vars: dict[str, str]) -> dict[str, Any]:
-    """The project as the job's working_dir (.gitignore honoured), and the driver's environment."""
+    """The code (`shipped_code`) and the driver's environment."""
     from trainables.tracking import HTTP_DEFAULTS
 
     env = {key: os.environ.get(key, value) for key, value in HTTP_DEFAULTS.items()}
     env.update({"RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S), "PYTHONUNBUFFERED": "1",
                 "RAY_USAGE_STATS_ENABLED": "0"}, **env_vars)
-    return {"working_dir": str(PROJECT), "excludes": [".git", "*.pyc", "mixsweep_runs", "mlruns", "*.db"],
-            "env_vars": env}
+    return {**shipped_code(), "env_vars": env}
+
+
+def shipped_code() -> dict[str, Any]:
+    """How the job gets this code: a source checkout is its `working_dir` (its .gitignore honoured); an installed
+    mixsweep (site-packages) ships its three packages as `py_modules` instead of all of site-packages."""
+    if (PROJECT / "pyproject.toml").is_file() and os.environ.get("MIXSWEEP_SHIP") != "py_modules":
+        return {"working_dir": str(PROJECT), "excludes": [".git", "*.pyc", "mixsweep_runs", "mlruns", "*.db"]}
+    return {"py_modules": [str(PROJECT / package) for package in ("orchestrator", "trainables", "search_spaces")],
+            "excludes": ["*.pyc", "__pycache__"]}
 
 
 @contextlib.contextmanager
