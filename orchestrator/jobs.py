@@ -170,7 +170,6 @@ def shipped_code() -> dict[str, Any]:
 @contextlib.contextmanager
 def _quiet_packaging():
     """Ray's packaging warns that .git is left out (it should be): not the user's concern."""
-    old = os.environ.get("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES")
     logger = logging.getLogger("ray._private.runtime_env.working_dir")
     level = logger.level
     logger.setLevel(logging.ERROR)
@@ -178,8 +177,6 @@ def _quiet_packaging():
         yield
     finally:
         logger.setLevel(level)
-        if old is not None:
-            os.environ["RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES"] = old
 
 
 def mixsweep_jobs(client, sweep: str | None = None) -> list:
