@@ -16,6 +16,7 @@ from ray.tune import Callback
 
 from trainables.config import trial_name, validate_config
 from trainables.meta import TrialMeta
+from trainables.metrics import TEST_ERR
 
 
 def _epochs_of(trial) -> int:
@@ -76,8 +77,8 @@ class Progress(Callback):
         row = self._row(trial)
         row.status = "RUNNING"
         row.epoch = int(result.get("epoch", row.epoch) or 0)
-        if "test/top1_err" in result:
-            row.current = float(result["test/top1_err"])
+        if TEST_ERR in result:
+            row.current = float(result[TEST_ERR])
         if self.metric in result:
             row.final = float(result[self.metric])
         if result.get("error"):

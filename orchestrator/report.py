@@ -100,8 +100,13 @@ def render_markdown(report: Report) -> str:
 
 
 def render_summary(report: Report) -> str:
-    """The per-factor tables of `render_markdown` alone (headed by the factor's name)."""
-    return "\n".join(line for fs in report.factors for line in _factor_section(fs)).strip() + "\n"
+    """The per-factor tables of `render_markdown` alone, each under a `### <factor>` heading (they sit under a
+    `## Summary` heading in the sweep run's description)."""
+    lines = []
+    for fs in report.factors:
+        section = _factor_section(fs)
+        lines += ["#" + section[0], *section[1:]]
+    return "\n".join(lines).strip() + "\n"
 
 
 def _factor_section(fs: FactorSummary) -> list[str]:

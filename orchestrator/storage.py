@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from trainables.files import atomic_write_text
+from trainables.metrics import FINAL_ERR
 from trainables.trialdir import TrialDir
 
 from .errors import UserError
@@ -166,7 +167,7 @@ class SweepState:
     sweep_run_id: str
     source: str = ""  #: the spec as the user named it
     spec_hash: str = ""
-    metric: str = "final/top1_err"
+    metric: str = FINAL_ERR
     mode: str = "min"
     address: str = ""  #: the Ray cluster the sweep ran on ("" = a local instance)
     launches: int = 0  #: Tune experiments launched so far (`ray/launch-NNN`, `ray/search-NNN`)

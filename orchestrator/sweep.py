@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from trainables.config import trial_name
 from trainables.files import atomic_write_text, disk_full
+from trainables.metrics import FINAL_ERR
 from trainables.mixing.lazy import lazy_import
 from trainables.trialdir import TrialState
 
@@ -195,7 +196,7 @@ def _tracking(spec: SweepSpec, paths: SweepPaths, uri: str):
 def _needs_sync(run) -> bool:
     """An ended trial whose MLflow run is missing, still open, or lacks its final metrics."""
     return run is None or run.info.status not in ("FINISHED", "FAILED") or (
-        run.info.status == "FINISHED" and "final/top1_err" not in run.data.metrics)
+        run.info.status == "FINISHED" and FINAL_ERR not in run.data.metrics)
 
 
 def _previous_state(paths: SweepPaths, out: TextIO) -> SweepState | None:

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 
 from trainables.config import ConfigError, resolve_trial, trial_name
 from trainables.meta import TrialMeta
+from trainables.metrics import FINAL_ERR, TEST_ERR
 from trainables.tracking import TrialTracker
 from trainables.trialdir import TrialDir, TrialState, read_config
 
@@ -70,10 +71,10 @@ def collect(paths: SweepPaths) -> dict[str, TrialRecord]:
             rec.meta = rec.meta if rec.meta != TrialMeta() else meta
             if result.get("failed") or result.get("diverged"):  # `diverged`: results of older versions
                 rec.error = str(result.get("error", "failed"))
-            elif "epoch" in result and "test/top1_err" in result:
+            elif "epoch" in result and TEST_ERR in result:
                 metrics = {k: v for k, v in result.items() if k not in bookkeeping}
                 rec.epochs.setdefault(int(result["epoch"]), metrics)
-                if "final/top1_err" in result:
+                if FINAL_ERR in result:
                     rec.final = {k: v for k, v in result.items()
                                  if k.startswith(("final/", "best/", "robust/", "cost/"))}
     for trial_dir in paths.trial_dirs():  # workdirs on this machine complete the picture
@@ -164,7 +165,7 @@ def sync_trials(paths: SweepPaths, state: SweepState, *, only: set[str] | None =
             tracker.log_epoch(epoch, rec.epochs[epoch])
         result.synced += 1
         result.epochs += sum(1 for e in rec.epochs if e > before)
-        if rec.final and tracker.active and "final/top1_err" not in tracker.client.get_run(tracker.run_id).data.metrics:
+        if rec.final and tracker.active and FINAL_ERR not in tracker.client.get_run(tracker.run_id).data.metrics:
             tracker.log_final(max(rec.epochs), rec.final)
         if rec.final:
             tracker.log_artifacts(*paths.trial(run_hash).artifacts)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from trainables.metrics import FINAL_METRICS, epoch_curve
+from trainables.metrics import FINAL_METRICS, TEST_ERR, epoch_curve
 from trainables.tracking import TAG_ROLE, TAG_SWEEP
 
 from .tracking import is_server
@@ -155,7 +155,7 @@ def _runs_page(sweep: str, params: Sequence[str], metric: str, mode: str, by: Se
 
 def _curve(metric: str) -> str:
     """The per-epoch curve to draw for `metric`; the test error for one known only at the end (robust/)."""
-    return epoch_curve(metric) or "test/top1_err"
+    return epoch_curve(metric) or TEST_ERR
 
 
 def grid_state(sweep: str, factors: Sequence[str], metric: str, mode: str, by: Sequence[str]) -> dict[str, Any]:

@@ -173,7 +173,7 @@ def test_publish_sets_the_sweep_run_description(store, tmp_path):
     summary = report["summary.md"].read_text()
     publish(client, exp, spec, run, summary=summary)
     note = client.get_run(run).data.tags[TAG_NOTE]
-    assert summary.strip() in note and "| **none (ref)** | 2 | **12.50 ± 0.71** |" in note
+    assert summary.strip() in note and "### mix.preset" in note and "| **none (ref)** | 2 | **12.50 ± 0.71** |" in note
     publish(client, exp, spec, run)  # a later `run` keeps the report's table
     assert summary.strip() in client.get_run(run).data.tags[TAG_NOTE]
 

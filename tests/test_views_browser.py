@@ -245,7 +245,8 @@ def test_printed_links_render_grouped_table_and_charts(ui_sweep, mlflow_server, 
              for arm in ARMS}
     sweep_run = client.search_runs([exp.experiment_id], "tags.`mixsweep.role` = 'sweep'")[0]
     note = sweep_run.data.tags["mlflow.note.content"]
-    assert "## Summary" in note and "| `mix.preset` |" in note and "viewStateShareKey=mixsweep-uiview" in note
+    assert "## Summary" in note and "### mix.preset" in note and "viewStateShareKey=mixsweep-uiview" in note
+    assert all(re.search(rf"^\| \**{arm}\b", note, re.M) for arm in ARMS), note  # one table row per arm
 
     artifacts = Path(os.environ.get("MIXSWEEP_TEST_ARTIFACTS", tmp_path / "screenshots"))
     artifacts.mkdir(parents=True, exist_ok=True)

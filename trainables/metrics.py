@@ -1,5 +1,8 @@
 """The metrics a sweep may optimise, by the names trials report them under (Ray, MLflow, report)."""
 
+#: the test error of each epoch, and of the last one (a sweep's default metric)
+TEST_ERR, FINAL_ERR = "test/top1_err", "final/top1_err"
+
 #: every metric a sweep may optimise (`metric:` of a spec), with the worst value it can take: what a
 #: diverged trial reports for each, so that schedulers and searchers reading any of them never fail
 WORST = {

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .meta import TrialMeta
+from .metrics import TEST_ERR
 
 TAG_SWEEP, TAG_ROLE, TAG_RUN_HASH, TAG_CONFIG_HASH = "mixsweep.sweep", "mixsweep.role", "mixsweep.run_hash", \
     "mixsweep.config_hash"
@@ -30,7 +31,7 @@ TAG_TRIAL_ID, TAG_COMMIT, TAG_NODE, TAG_NODES, TAG_ERROR = "ray.trial_id", "mixs
 TAG_DEVICE = "mixsweep.device"
 TAG_NOTE = "mlflow.note.content"  #: MLflow's run description (Markdown in the UI)
 MAX_PARAMS_PER_BATCH, MAX_PARAM_CHARS = 100, 6000
-PROGRESS_KEY = "test/top1_err"  #: the per-epoch metric whose history says which epochs are logged
+PROGRESS_KEY = TEST_ERR  #: the per-epoch metric whose history says which epochs are logged
 #: a trial must not stall on a dead tracking server: few, short HTTP retries (users may override)
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, field_validator, model_validator
 
 from trainables.config import ConfigError, flatten, show, validate_config
-from trainables.metrics import WORST
+from trainables.metrics import FINAL_ERR, WORST
 from trainables.mixing.registry import did_you_mean
 
 from ..storage import NAME
@@ -189,7 +189,7 @@ class SweepSpec(_Frozen):
     scheduler: Literal["fifo", "asha"] = "fifo"
     asha: AshaSpec | None = None
     resources: Resources = Resources()
-    metric: str = "final/top1_err"
+    metric: str = FINAL_ERR
     mode: Literal["min", "max"] = "min"
     max_failures: StrictInt = Field(2, ge=0, description="retries of a failed trial (from its checkpoint)")
     # provenance, not user fields:
