@@ -39,9 +39,9 @@ META_TOOL, META_SWEEP, META_SPEC_HASH, META_STORAGE, META_TRACKING = (
 #: how long the head lets a stopped driver settle (SIGTERM, then SIGKILL); Ray's default is 3 s
 STOP_WAIT_S = 120
 #: the job's env vars the driver reads (`orchestrator.job_driver`)
-ENV_SPEC, ENV_STORAGE, ENV_TRACKING, ENV_JOB_ID, ENV_COMMAND, ENV_NAME = (
+ENV_SPEC, ENV_STORAGE, ENV_TRACKING, ENV_JOB_ID, ENV_COMMAND, ENV_NAME, ENV_ADDRESS = (
     "MIXSWEEP_SPEC_YAML", "MIXSWEEP_STORAGE", "MIXSWEEP_TRACKING_URI", "MIXSWEEP_JOB_ID", "MIXSWEEP_COMMAND",
-    "MIXSWEEP_SWEEP")
+    "MIXSWEEP_SWEEP", "MIXSWEEP_JOB_ADDRESS")
 #: tag of the sweep run that names its Ray jobs, and the storage file that lists them
 TAG_JOB_ID = "mixsweep.job_id"
 JOBS_FILE = "jobs.json"
@@ -193,6 +193,25 @@ def next_job_id(client, sweep: str, spec_hash: str) -> str:
     return f"{prefix}{max(used, default=0) + 1}"
 
 
+def _submit(client, name: str, digest: str, env: dict[str, str], metadata: dict[str, str], python: str,
+            tries: int = 5) -> str:
+    """Submit under the next free id; another submit that took the same id first (the server refuses a second
+    job with an existing id) moves this one to the next number."""
+    for _ in range(tries):
+        job_id = next_job_id(client, name, digest)
+        env[ENV_JOB_ID] = job_id
+        try:
+            with _quiet_packaging():
+                client.submit_job(entrypoint=entrypoint(python, env[ENV_COMMAND]), submission_id=job_id,
+                                  runtime_env=runtime_env(env), metadata=metadata)
+            return job_id
+        except RuntimeError as exc:
+            if "already exists" not in str(exc):
+                raise
+    raise UserError(f"could not find a free job id for sweep {name!r} after {tries} tries (jobs submitted at the "
+                    "same moment); try again")
+
+
 def _active(client, sweep: str) -> None:
     for job in mixsweep_jobs(client, sweep):
         if not job.status.is_terminal():
@@ -220,14 +239,11 @@ def submit(ref: str | None, *, address: str, storage: str | None, tracking_uri: 
         name, digest, env = resume, meta.get(META_SPEC_HASH, "resume"), {ENV_COMMAND: "resume"}
     storage, uri = head_paths(address, storage, tracking_uri)
     _active(client, name)
-    job_id = next_job_id(client, name, digest)
-    env.update({ENV_STORAGE: storage, ENV_TRACKING: uri, ENV_JOB_ID: job_id, ENV_NAME: name})
+    env.update({ENV_STORAGE: storage, ENV_TRACKING: uri, ENV_NAME: name, ENV_ADDRESS: address})
     metadata = {META_TOOL: "1", META_SWEEP: name, META_SPEC_HASH: digest, META_STORAGE: storage, META_TRACKING: uri}
     for logger in ("ray", "ray.dashboard"):  # not a line per file left out of the upload
         logging.getLogger(logger).setLevel(logging.WARNING)
-    with _quiet_packaging():
-        client.submit_job(entrypoint=entrypoint(python, env[ENV_COMMAND]), submission_id=job_id,
-                          runtime_env=runtime_env(env), metadata=metadata)
+    job_id = _submit(client, name, digest, env, metadata, python)
     print(f"[mixsweep] submitted {name} as job {job_id} to {address} (storage {storage}, tracking {uri})", file=out)
     hint = f"--address {address}"
     print(f"[mixsweep] follow: mixsweep logs {job_id} {hint}   stop: mixsweep stop {job_id} {hint}", file=out,
@@ -392,6 +408,15 @@ def job_line(name: str, address: str) -> str:
 
 
 # -- on the head: the driver records its job ------------------------------------------------------
+def resume_hint(name: str, storage) -> str | None:
+    """Inside a job: how to continue the sweep from where it was submitted (None outside a job)."""
+    address = os.environ.get(ENV_ADDRESS) if os.environ.get(ENV_JOB_ID) else None
+    if not address:
+        return None
+    return (f"mixsweep submit --resume {name} --address {address} (on the head: mixsweep resume {name} "
+            f"--storage {storage})")
+
+
 def record_job(mlflow_client, sweep_run_id: str, paths) -> None:
     """Inside a job: its id as a tag of the sweep run and in `<sweep>/jobs.json` (no-op outside a job)."""
     job_id = os.environ.get(ENV_JOB_ID)

@@ -29,7 +29,7 @@ from trainables.trialdir import TrialState
 
 from . import mlflow_views, tracking
 from .errors import UserError
-from .jobs import record_job
+from .jobs import record_job, resume_hint
 from .launch import (
     STOP_TIMEOUT_S,
     LaunchPlan,
@@ -234,7 +234,7 @@ class SweepSession:
         self.spec, self.paths, self.tracking_uri, self.address = spec, paths, tracking_uri, address
         self.retry_failed, self.out = retry_failed, out or sys.stderr
         self.grid = is_grid(spec)
-        self.hint = RESUME_HINT.format(name=spec.name, storage=paths.storage)
+        self.hint = resume_hint(spec.name, paths.storage) or RESUME_HINT.format(name=spec.name, storage=paths.storage)
         self.client = None  #: the MLflow client (prepare)
         self.state: SweepState | None = None  #: sweep.json as this session keeps it (prepare, plan, settle)
         self.trials: list[Trial] = []  #: every trial of a grid (prepare)

@@ -176,6 +176,17 @@ def test_a_wrong_or_missing_token_is_a_clear_error(head, tmp_path, token):
     assert ("rejected the token" if token else "none was found") in out.stderr
 
 
+def test_a_head_interpreter_without_the_project_is_named(head, tmp_path):
+    """--python names no usable interpreter on the head (missing, or without ray/mlflow/torch): the job says so."""
+    env, _ = head
+    python = str(tmp_path / "no" / "python")
+    done = mixsweep(env, "submit", str(_spec(tmp_path, "jobpy")), "--address", ADDRESS, "--storage",
+                    str(tmp_path / "runs"), "--python", python)
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"{python} on the head cannot import ray, mlflow and torch" in done.stdout, done.stdout[-3000:]
+    assert "FAILED" in done.stderr and not (tmp_path / "runs" / "jobpy").exists()
+
+
 def test_relative_storage_and_unreachable_head_are_errors(head, tmp_path):
     env, _ = head
     spec = str(_spec(tmp_path, "jobpaths"))
@@ -203,6 +214,8 @@ def test_detach_stop_and_resume(head, tmp_path):
     assert {r.info.status for r in runs if r.data.tags.get("mlflow.parentRunId")} == {"KILLED"}
     logs = mixsweep(env, "logs", "jobstop", "--address", ADDRESS, "--no-follow")
     assert logs.returncode == 130 and "SIGTERM: stopping" in logs.stdout
+    # the stopped driver's own hint is the way back from where it was submitted, not a command for the head
+    assert f"mixsweep submit --resume jobstop --address {ADDRESS}" in logs.stdout, logs.stdout[-3000:]
     resumed = mixsweep(env, "submit", "--resume", "jobstop", "--address", ADDRESS, "--python", sys.executable)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout and "SUCCEEDED" in resumed.stderr
