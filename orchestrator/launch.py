@@ -151,11 +151,8 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
             if address:
                 ray.init(address=address, log_to_driver=True, runtime_env=_worker_env())
             elif os.environ.get("RAY_ADDRESS"):
-                # inside a Ray job (`mixsweep submit`) the job's runtime_env already holds the workers' env vars,
-                # and Ray refuses a driver's runtime_env that repeats one of them
-                in_job = bool(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"))
                 ray.init(address=os.environ["RAY_ADDRESS"], include_dashboard=False, log_to_driver=True,
-                         runtime_env=None if in_job else _worker_env())
+                         runtime_env=_worker_env())
             else:
                 # "local": a new instance even when a `ray start` cluster runs on this machine (no address
                 # would join the one in /tmp/ray/ray_current_cluster, and die with it); its workers are
@@ -177,8 +174,13 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
 
 def _worker_env() -> dict[str, Any]:
     """The runtime_env of a job on an existing cluster, whose workers do not inherit this process's
-    environment: the MLflow HTTP settings, as the user set them here or else `HTTP_DEFAULTS`."""
-    return {"env_vars": {key: os.environ.get(key, value) for key, value in HTTP_DEFAULTS.items()}}
+    environment: the MLflow HTTP settings, as the user set them here or else `HTTP_DEFAULTS`.
+
+    Inside a Ray job (`mixsweep submit`, a KubeRay RayJob) Ray merges this with the job's own runtime_env
+    and refuses a variable set in both: the job's own values stay, the rest are added."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    in_job = ((job.get("runtime_env") or {}).get("env_vars") or {}) if isinstance(job, dict) else {}
+    return {"env_vars": {key: os.environ.get(key, value) for key, value in HTTP_DEFAULTS.items() if key not in in_job}}
 
 
 def _quiet_about_full_disks(logger_name: str) -> None:

@@ -128,6 +128,10 @@ def test_http_defaults_are_set_by_entry_points_only(tmp_path, monkeypatch):
     apply_http_defaults()
     assert {key: os.environ[key] for key in HTTP_DEFAULTS} == {**HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
     assert _worker_env()["env_vars"]["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "60"
+    # inside a Ray job (submit, KubeRay): what the job's runtime_env sets stays the job's (Ray refuses a repeat)
+    job_sets = sorted(HTTP_DEFAULTS)[0]
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"env_vars": {job_sets: "9"}}}))
+    assert set(_worker_env()["env_vars"]) == set(HTTP_DEFAULTS) - {job_sets}
 
 
 # -- 4. atomic writes honour the umask ------------------------------------------------------------------------------
