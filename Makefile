@@ -1,7 +1,8 @@
 # The two commands of the README work on a fresh machine (Python 3.11 + pip only):
 #   make demo   installs, measures label fidelity, runs a real small sweep on the offline dataset (~4 min on 2
 #               cores), prints the report
-#   make test   installs, lints, runs the test suite
+#   make test   installs (with the [cluster] extra: the job tests start a `ray start --head`), lints, runs the
+#               test suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -15,7 +16,7 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --progress-bar off -e ".[dev]"
+	$(PY) -m pip install --progress-bar off -e ".[dev,cluster]"
 	touch $(STAMP)
 
 install: $(STAMP)

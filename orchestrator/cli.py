@@ -1,6 +1,9 @@
 """The `mixsweep` command line.
 
     mixsweep run SPEC [--storage DIR] [--tracking-uri URI] [--address ADDR] [--set k=v ...] [--dry-run]
+    mixsweep submit SPEC --address http://HEAD:8265 --storage ABS [--tracking-uri URI] [--no-wait]
+    mixsweep submit --resume NAME --address http://HEAD:8265
+    mixsweep jobs | logs NAME | stop NAME     [--address http://HEAD:8265]
     mixsweep resume NAME | status NAME | report NAME [--out DIR] | sync NAME     [--storage DIR]
     mixsweep validate SPEC | list | preview | ui
     mixsweep fidelity [--presets P1,P2] [--set mix.KEY=V1,V2 ...] [--pairs N] [--out DIR | --png PATH]
@@ -13,10 +16,12 @@ that ran exits 0, 1 when trials failed or did not finish, 130 when it was stoppe
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
+from pathlib import Path
 
 from trainables.mixing.errors import ConfigError
 from trainables.mixing.lazy import lazy_import
@@ -31,6 +36,7 @@ from .storage import DEFAULT_STORAGE, resolve_storage
 config = lazy_import("trainables.config")
 data = lazy_import("trainables.data")
 fidelity = lazy_import("orchestrator.fidelity")
+jobs = lazy_import("orchestrator.jobs")
 mix_config = lazy_import("trainables.mixing.config")
 models = lazy_import("trainables.models")
 preview = lazy_import("orchestrator.preview")
@@ -64,7 +70,31 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    if args.address:  # a submitted sweep: its job's state first (the storage may be on the cluster only)
+        print(jobs.job_line(args.name, args.address))
+        if not (Path(args.storage).expanduser() / args.name).is_dir():
+            return 0
     return status.sweep_status(args.name, storage=resolve_storage(args.storage, create=False))
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    if bool(args.spec) == bool(args.resume):
+        raise UserError("give a SPEC to submit, or --resume NAME (not both)")
+    return jobs.submit(args.spec, address=args.address, storage=args.storage, tracking_uri=args.tracking_uri,
+                       overrides=_overrides(args.set), resume=args.resume, python=args.python, wait=not args.no_wait,
+                       stop_on_interrupt=args.stop_on_interrupt)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    return jobs.list_jobs(address=args.address)
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    return jobs.logs(args.name, address=args.address, follow_logs=not args.no_follow)
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    return jobs.stop(args.name, address=args.address)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -171,11 +201,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="a spec file (.yaml) or the name of a shipped spec (mixsweep list)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite:///<storage>/mlflow.db)")
-    p.add_argument("--address", help="Ray cluster: 'auto' or ray://host:10001 (default: a local Ray instance)")
+    p.add_argument("--address", help="Ray cluster, on one of its nodes: 'auto' or HEAD:6379 (default: a local Ray "
+                                     "instance; from outside the cluster: mixsweep submit)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
     p.add_argument("--dry-run", action="store_true", help="validate and list the trials, run nothing")
     p.add_argument("--retry-failed", action="store_true", help="run trials that failed (diverged) again")
     p.set_defaults(func=_cmd_run)
+
+    job_address = {"default": os.environ.get("MIXSWEEP_ADDRESS"),
+                   "help": "the head's job server, http://HEAD:8265 (default: $MIXSWEEP_ADDRESS)"}
+    p = sub.add_parser("submit", help="run a sweep's driver on a Ray cluster as a job (it outlives this machine)")
+    p.add_argument("spec", nargs="?", help="a spec file (.yaml) or the name of a shipped spec")
+    p.add_argument("--address", required=not job_address["default"], **job_address)
+    p.add_argument("--storage", help="an absolute path that the head and the workers see (shared storage)")
+    p.add_argument("--tracking-uri", help="MLflow server as the cluster reaches it (default: sqlite under --storage)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
+    p.add_argument("--resume", metavar="NAME", help="continue a stopped or killed sweep as a new job")
+    p.add_argument("--python", default="python", help="the head's interpreter with mixsweep installed "
+                                                        "(default: %(default)s on the head's PATH)")
+    p.add_argument("--no-wait", action="store_true", help="submit and return; follow later with mixsweep logs")
+    p.add_argument("--stop-on-interrupt", action="store_true",
+                   help="Ctrl+C stops the job too (default: ask on a terminal, else detach)")
+    p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser("jobs", help="the mixsweep jobs on a Ray cluster")
+    p.add_argument("--address", required=not job_address["default"], **job_address)
+    p.set_defaults(func=_cmd_jobs)
+
+    p = sub.add_parser("logs", help="follow a job's logs (a job id, or a sweep name: its newest job)")
+    p.add_argument("name")
+    p.add_argument("--address", required=not job_address["default"], **job_address)
+    p.add_argument("--no-follow", action="store_true", help="print what is there and return")
+    p.set_defaults(func=_cmd_logs)
+
+    p = sub.add_parser("stop", help="stop a job gracefully (trials keep their checkpoints, runs KILLED)")
+    p.add_argument("name")
+    p.add_argument("--address", required=not job_address["default"], **job_address)
+    p.set_defaults(func=_cmd_stop)
 
     p = sub.add_parser("resume", help="continue an interrupted sweep")
     p.add_argument("name")
@@ -186,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="the trials of a sweep and their state")
     p.add_argument("name")
+    p.add_argument("--address", help="a submitted sweep: also show its job on this job server (http://HEAD:8265)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
     p.set_defaults(func=_cmd_status)
 

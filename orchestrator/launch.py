@@ -174,8 +174,13 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
 
 def _worker_env() -> dict[str, Any]:
     """The runtime_env of a job on an existing cluster, whose workers do not inherit this process's
-    environment: the MLflow HTTP settings, as the user set them here or else `HTTP_DEFAULTS`."""
-    return {"env_vars": {key: os.environ.get(key, value) for key, value in HTTP_DEFAULTS.items()}}
+    environment: the MLflow HTTP settings, as the user set them here or else `HTTP_DEFAULTS`.
+
+    Inside a Ray job (`mixsweep submit`, a KubeRay RayJob) Ray merges this with the job's own runtime_env
+    and refuses a variable set in both: the job's own values stay, the rest are added."""
+    job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+    in_job = ((job.get("runtime_env") or {}).get("env_vars") or {}) if isinstance(job, dict) else {}
+    return {"env_vars": {key: os.environ.get(key, value) for key, value in HTTP_DEFAULTS.items() if key not in in_job}}
 
 
 def _quiet_about_full_disks(logger_name: str) -> None:

@@ -10,6 +10,7 @@ from trainables.trialdir import TrialState
 
 from . import tracking
 from .errors import UserError
+from .jobs import last_job
 from .launch import check_no_live_driver
 from .spec import SweepSpec, expand, is_grid
 from .storage import SweepPaths, SweepState, sweep_paths
@@ -55,6 +56,9 @@ def sweep_status(name: str, *, storage: Path, out: TextIO | None = None) -> int:
         print(f"(MLflow unavailable: {str(exc)[:200]}; showing the storage view)", file=out)
     print(f"sweep {name} in {paths.storage}: {len(state.trials)} trials, tracking {state.tracking_uri}"
           f"{_driver_note(paths)}", file=out)
+    job = last_job(paths)
+    if job:  # a submitted sweep: its job's own state is on the cluster
+        print(f"  last Ray job: {job} (its state: mixsweep status {name} --address http://HEAD:8265)", file=out)
     print(f"  {'trial':44s} {'state':9s} {'epochs':>7s} {'mlflow':9s} {state.metric:>16s}", file=out)
     stopped = set(state.stopped)  # by ASHA: ended, though its workdir has no final result
     for t in state.trials:

@@ -29,6 +29,7 @@ from trainables.trialdir import TrialState
 
 from . import mlflow_views, tracking
 from .errors import UserError
+from .jobs import record_job, resume_hint
 from .launch import (
     STOP_TIMEOUT_S,
     LaunchPlan,
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
 progress_module = lazy_import("orchestrator.progress")
 
 RESUME_HINT = "mixsweep resume {name} --storage {storage}"
-ADDRESS = re.compile(r"^(auto|local|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
+ADDRESS = re.compile(r"^(auto|local|[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
 
 
 def spec_hash(spec: SweepSpec) -> str:
@@ -76,10 +77,22 @@ def sweep_params(spec: SweepSpec) -> dict[str, Any]:
     return params
 
 
+#: why `ray://` (Ray Client) is refused: under it Tune runs the experiment in an actor on the cluster, so the
+#: driver's callbacks are pickled there - the progress callback holds this terminal's stderr (PicklingError on
+#: the head: "Cannot pickle files that are not opened for reading") and the sweep session - and they would
+#: update copies on the head, while the driver settles MLflow from storage it reads on this machine
+RAY_CLIENT = ("--address {address}: Ray Client (ray://) is not supported: Tune would run the sweep inside an actor "
+              "on the cluster, away from this driver's progress, storage and MLflow bookkeeping. Run the driver on "
+              "the cluster instead: mixsweep submit SPEC --address http://HEAD:8265 --storage /shared/path (a Ray "
+              "job; it outlives this machine), or mixsweep run SPEC --address auto on a node of the cluster")
+
+
 def check_address(address: str | None) -> None:
+    if address is not None and address.startswith("ray://"):
+        raise UserError(RAY_CLIENT.format(address=address))
     if address is not None and not ADDRESS.match(address):
-        raise UserError(f"--address {address!r}: expected 'auto', HOST:PORT (a cluster's GCS) or ray://HOST:PORT "
-                        "(Ray Client)")
+        raise UserError(f"--address {address!r}: expected 'auto' or HOST:PORT (a cluster's GCS); from outside the "
+                        "cluster, use mixsweep submit --address http://HEAD:8265")
 
 
 def count_states(paths: SweepPaths, trials: Iterable[TrialEntry]) -> dict[str, int]:
@@ -221,7 +234,7 @@ class SweepSession:
         self.spec, self.paths, self.tracking_uri, self.address = spec, paths, tracking_uri, address
         self.retry_failed, self.out = retry_failed, out or sys.stderr
         self.grid = is_grid(spec)
-        self.hint = RESUME_HINT.format(name=spec.name, storage=paths.storage)
+        self.hint = resume_hint(spec.name, paths.storage) or RESUME_HINT.format(name=spec.name, storage=paths.storage)
         self.client = None  #: the MLflow client (prepare)
         self.state: SweepState | None = None  #: sweep.json as this session keeps it (prepare, plan, settle)
         self.trials: list[Trial] = []  #: every trial of a grid (prepare)
@@ -303,6 +316,7 @@ class SweepSession:
                                 trials=entries if self.grid else old.trials if old else ())
         atomic_write_text(paths.spec, spec.to_yaml())
         self.state.save(paths)
+        record_job(self.client, sweep_run, paths)  # a `mixsweep submit` job: its id on the sweep run and in storage
 
     # -- plan -------------------------------------------------------------------------------
     def plan(self) -> LaunchPlan | None:

@@ -139,6 +139,7 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
     spec = tmp / "good.yaml"
     a_file = tmp / "a_file"
     e = re.escape
+    job = r"expected the job server of the cluster's head, http://HEAD:8265 \(its dashboard port\)$"
     unknown = rf"unknown sweep 'nosuch'; sweeps in {e(str(tmp))}: corrupt, newer, older$"
     return [
         ("missing-spec-file", ["run", str(tmp / "nope.yaml"), "--storage", str(tmp / "runs")],
@@ -175,8 +176,18 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
          r"^mixsweep run: error: cannot reach the MLflow tracking server at http://127\.0\.0\.1:9 \(.+\); start it "
          r"\(mlflow server --host 127\.0\.0\.1 --port PORT \.\.\.\) or pass another --tracking-uri$"),
         ("bad-address", ["run", str(spec), "--storage", str(tmp / "runs"), "--address", "not an address!"],
-         r"^mixsweep run: error: --address 'not an address!': expected 'auto', HOST:PORT \(a cluster's GCS\) or "
-         r"ray://HOST:PORT \(Ray Client\)$"),
+         r"^mixsweep run: error: --address 'not an address!': expected 'auto' or HOST:PORT \(a cluster's GCS\); from "
+         r"outside the cluster, use mixsweep submit --address http://HEAD:8265$"),
+        ("ray-client", ["run", str(spec), "--storage", str(tmp / "runs"), "--address", "ray://127.0.0.1:10001"],
+         r"^mixsweep run: error: --address ray://127\.0\.0\.1:10001: Ray Client \(ray://\) is not supported: .+ "
+         r"mixsweep submit SPEC --address http://HEAD:8265 .+$"),
+        ("submit-gcs-address", ["submit", str(spec), "--address", "127.0.0.1:6379", "--storage", "/abs/runs"],
+         rf"^mixsweep submit: error: --address '127\.0\.0\.1:6379': {job}"),
+        ("submit-unreachable-head", ["submit", str(spec), "--address", "http://127.0.0.1:9", "--storage", "runs"],
+         r"^mixsweep submit: error: cannot reach the Ray job server at http://127\.0\.0\.1:9 .+$"),
+        ("jobs-bad-address", ["jobs", "--address", "nope"], rf"^mixsweep jobs: error: --address 'nope': {job}"),
+        ("logs-bad-address", ["logs", "x", "--address", "nope"], rf"^mixsweep logs: error: --address 'nope': {job}"),
+        ("stop-bad-address", ["stop", "x", "--address", "nope"], rf"^mixsweep stop: error: --address 'nope': {job}"),
         ("resume-unknown", ["resume", "nosuch", "--storage", str(tmp)], rf"^mixsweep resume: error: {unknown}"),
         ("status-unknown", ["status", "nosuch", "--storage", str(tmp)], rf"^mixsweep status: error: {unknown}"),
         ("report-unknown", ["report", "nosuch", "--storage", str(tmp)], rf"^mixsweep report: error: {unknown}"),

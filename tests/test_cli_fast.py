@@ -85,8 +85,19 @@ def test_status_of_a_missing_sweep(tmp_path):
     assert err.startswith("mixsweep status: error: ") and "nosuch" in err
 
 
-@pytest.mark.parametrize("args", [["--help"], ["validate", "--help"], ["run", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["validate", "--help"], ["run", "--help"], ["submit", "--help"],
+                                  ["jobs", "--help"]])
 def test_help(tmp_path, args):
     code, out, err, heavy = run_cli(args, tmp_path)
     assert (code, heavy) == (0, []), err
     assert out.startswith("usage: ")
+
+
+def test_submit_refuses_a_bad_spec_before_ray(tmp_path):
+    """`mixsweep submit` checks the spec first: a bad one never reaches Ray (nor imports it)."""
+    text, named = BAD_SPECS["mask"]
+    (tmp_path / "bad.yaml").write_text(text)
+    code, out, err, heavy = run_cli(["submit", "bad.yaml", "--address", "http://127.0.0.1:9", "--storage", "/abs"],
+                                    tmp_path)
+    assert (code, heavy) == (2, []), err
+    assert err.startswith("mixsweep submit: error: bad.yaml: ") and named in err, err

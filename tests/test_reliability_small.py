@@ -128,6 +128,10 @@ def test_http_defaults_are_set_by_entry_points_only(tmp_path, monkeypatch):
     apply_http_defaults()
     assert {key: os.environ[key] for key in HTTP_DEFAULTS} == {**HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
     assert _worker_env()["env_vars"]["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "60"
+    # inside a Ray job (submit, KubeRay): what the job's runtime_env sets stays the job's (Ray refuses a repeat)
+    job_sets = sorted(HTTP_DEFAULTS)[0]
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps({"runtime_env": {"env_vars": {job_sets: "9"}}}))
+    assert set(_worker_env()["env_vars"]) == set(HTTP_DEFAULTS) - {job_sets}
 
 
 # -- 4. atomic writes honour the umask ------------------------------------------------------------------------------
@@ -188,3 +192,45 @@ def test_cleanup_says_it_waits_for_leftovers_and_how_many_it_killed(tmp_path):
     assert lines[-1] == "[mixsweep] 1 of them ignored SIGTERM and had to be killed (SIGKILL)", lines
     assert alive == [] and not paths.driver.exists()
     assert 9 < waited < 20  # the polite one exits at once; the stubborn one gets its 10 s
+
+
+# -- 6. Ctrl+C after Ctrl+C: the stop signals' sequence ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_stop_signals_graceful_then_now_then_acknowledged(sig):
+    """During a Tune run (its SIGUSR1 handler installed): the first signal is handed to Tune, the second raises
+    StopNow, any later one (and every one once the clean-up holds) is only acknowledged. Real signals, this process."""
+    import signal as signals
+
+    from orchestrator.launch import StopNow, StopSignals
+
+    signum, out, heard = getattr(signals, sig), io.StringIO(), []
+    with StopSignals(out) as stop:
+        previous = signals.signal(signals.SIGUSR1, lambda *args: heard.append(args[0]))  # Tune's handler
+        try:
+            os.kill(os.getpid(), signum)
+            assert heard == [signum] and f"{sig}: stopping; running trials keep their last checkpoint" in out.getvalue()
+            with pytest.raises(StopNow):
+                os.kill(os.getpid(), signum)
+            assert out.getvalue().endswith(f"{sig}: stopping now\n")
+            os.kill(os.getpid(), signum)  # during the clean-up that StopNow starts: no exception
+            assert out.getvalue().endswith("(kill -9 would leave them open)\n") and heard == [signum]
+        finally:
+            signals.signal(signals.SIGUSR1, previous)
+    assert signals.getsignal(signum) is not stop._on_signal  # the handlers are given back
+
+
+def test_stop_signals_outside_a_tune_run_stop_at_once():
+    """No Tune run under way (before fit, or after it returned and the clean-up holds)."""
+    import signal as signals
+
+    from orchestrator.launch import StopNow, StopSignals
+
+    out = io.StringIO()
+    with StopSignals(out), pytest.raises(StopNow):
+        os.kill(os.getpid(), signals.SIGINT)
+    with StopSignals(out) as stop:
+        stop.hold()  # fit returned: Ray's shutdown and the MLflow settle run to their end
+        os.kill(os.getpid(), signals.SIGINT)
+    assert out.getvalue().splitlines()[-1].startswith("[mixsweep] already stopping")

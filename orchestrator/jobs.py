@@ -1,0 +1,445 @@
+"""`mixsweep submit / jobs / logs / stop`: a sweep's driver as a Ray job on the cluster's head.
+
+The laptop validates the spec, checks the job server (reachable, token accepted) and the paths the
+head will use, then submits `python -m orchestrator.job_driver` with the project as the job's
+`working_dir` (so the driver and every trial worker of the job import the same, shipped code) and
+the resolved spec, storage and tracking URI as environment variables. The driver then runs on the
+head: the laptop can follow its logs, detach, come back (`logs`, `status`), or stop it.
+
+Token auth (on by default in Ray 2.60): the token is read the way Ray reads it, `RAY_AUTH_TOKEN`,
+else the file `RAY_AUTH_TOKEN_PATH`, else `~/.ray/auth_token`, and sent as `Authorization: Bearer`.
+
+`ray.job_submission` is imported lazily: `mixsweep --help` / `validate` import neither Ray nor torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import shlex
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlparse
+
+from .errors import UserError
+
+#: the job server's address: http(s)://HOST:PORT (the dashboard port, 8265 by default)
+JOB_ADDRESS = re.compile(r"^https?://[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?/?$")
+#: metadata keys of a mixsweep job (Ray keeps them with the job; `jobs` lists by them)
+META_TOOL, META_SWEEP, META_SPEC_HASH, META_STORAGE, META_TRACKING = (
+    "mixsweep", "sweep", "spec_hash", "storage", "tracking_uri")
+#: how long the head lets a stopped driver settle (SIGTERM, then SIGKILL); Ray's default is 3 s
+STOP_WAIT_S = 120
+#: the job's env vars the driver reads (`orchestrator.job_driver`)
+ENV_SPEC, ENV_STORAGE, ENV_TRACKING, ENV_JOB_ID, ENV_COMMAND, ENV_NAME, ENV_ADDRESS = (
+    "MIXSWEEP_SPEC_YAML", "MIXSWEEP_STORAGE", "MIXSWEEP_TRACKING_URI", "MIXSWEEP_JOB_ID", "MIXSWEEP_COMMAND",
+    "MIXSWEEP_SWEEP", "MIXSWEEP_JOB_ADDRESS")
+#: tag of the sweep run that names its Ray jobs, and the storage file that lists them
+TAG_JOB_ID = "mixsweep.job_id"
+JOBS_FILE = "jobs.json"
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+# -- the token ------------------------------------------------------------------------------------
+def read_token() -> tuple[str | None, str]:
+    """(token or None, where it was looked for / found), in Ray's order."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return os.environ["RAY_AUTH_TOKEN"].strip(), "$RAY_AUTH_TOKEN"
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    where = f"{path}{' ($RAY_AUTH_TOKEN_PATH)' if os.environ.get('RAY_AUTH_TOKEN_PATH') else ''}"
+    try:
+        token = path.read_text().strip()
+    except OSError:
+        return None, where
+    return token or None, where
+
+
+def check_job_address(address: str) -> str:
+    if not address or not JOB_ADDRESS.match(address):
+        raise UserError(f"--address {address!r}: expected the job server of the cluster's head, http://HEAD:8265 "
+                        "(its dashboard port)")
+    return address.rstrip("/")
+
+
+def _loopback(host: str | None) -> bool:
+    if host in (None, "", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def connect(address: str):
+    """A `JobSubmissionClient` that reached the server and had its token accepted; UserError otherwise."""
+    address = check_job_address(address)
+    from ray.exceptions import AuthenticationError
+    from ray.job_submission import JobSubmissionClient
+
+    token, where = read_token()
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        client = JobSubmissionClient(address, headers=headers)
+        client.list_jobs()  # the version check is not authenticated everywhere: make one request that is
+    except AuthenticationError:
+        if token is None:
+            raise UserError(f"the Ray cluster at {address} requires a token and none was found (looked in "
+                            f"$RAY_AUTH_TOKEN and {where}); copy the head's ~/.ray/auth_token here (on the head: "
+                            "ray get-auth-token), or set RAY_AUTH_TOKEN") from None
+        raise UserError(f"the Ray cluster at {address} rejected the token from {where}; it is not this cluster's "
+                        "(on the head: ray get-auth-token)") from None
+    except ConnectionError as exc:
+        raise UserError(f"cannot reach the Ray job server at {address} ({str(exc).splitlines()[0][:200]}); is the "
+                        "head running, with `ray[default]` installed (its dashboard serves the jobs API), and is "
+                        "this its dashboard port (8265 by default)?") from None
+    except Exception as exc:  # noqa: BLE001 - e.g. a head without the job server answers 404
+        raise UserError(f"the Ray job server at {address} failed: {type(exc).__name__}: "
+                        f"{str(exc).splitlines()[0][:300] if str(exc) else ''} (the head needs `ray[default]`: "
+                        "pip install 'mixsweep[cluster]')") from None
+    return client
+
+
+# -- what gets submitted ---------------------------------------------------------------------------
+def head_paths(address: str, storage: str | None, tracking_uri: str | None) -> tuple[str, str]:
+    """(storage, tracking URI) as the head will use them; UserError naming why when it could not."""
+    if not storage:
+        raise UserError("--storage is required: an absolute path on the cluster that the head and every worker see "
+                        "(a shared mount), e.g. --storage /mnt/shared/mixsweep_runs")
+    if not Path(storage).is_absolute() or storage.startswith("~"):
+        raise UserError(f"--storage {storage}: must be an absolute path on the cluster (the job runs in a temporary "
+                        "folder on the head, so a relative path would land there)")
+    uri = tracking_uri or f"sqlite:///{Path(storage) / 'mlflow.db'}"
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        if _loopback(parsed.hostname) and not _loopback(urlparse(address).hostname):
+            raise UserError(f"--tracking-uri {uri}: the driver runs on the head, where {parsed.hostname} is the head "
+                            "itself, not this machine; give the tracking server's address as the cluster sees it")
+        from . import tracking
+
+        tracking.check_tracking_uri(uri)
+    elif uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///"):]
+        if not Path(path).is_absolute():
+            raise UserError(f"--tracking-uri {uri}: a sqlite path must be absolute (sqlite:////abs/mlflow.db)")
+        if not _loopback(urlparse(address).hostname) and not Path(path).is_relative_to(storage):
+            raise UserError(f"--tracking-uri {uri}: a sqlite store outside --storage would live on the head's disk "
+                            "(or this laptop's path, which the head cannot open); pass an MLflow server, "
+                            "--tracking-uri http://HOST:5000")
+    else:
+        raise UserError(f"--tracking-uri {uri}: expected http(s)://HOST:PORT of an MLflow server, or sqlite:////abs "
+                        "on the shared storage")
+    return storage, uri
+
+
+def entrypoint(python: str, command: str) -> str:
+    """The job's shell command: check the head's interpreter, then run the driver (exec: it gets the stop signal)."""
+    py = shlex.quote(python)
+    probe = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('ray', 'mlflow', 'torch')))"
+    check = (f"{py} -c {shlex.quote(probe)} || {{ echo \"mixsweep: {python} on the head cannot "
+             f"import ray, mlflow and torch; install mixsweep[cluster] there or pass --python PATH\" >&2; exit 2; }}")
+    return f"{check}; exec {py} -m orchestrator.job_driver {shlex.quote(command)}"
+
+
+def runtime_env(env_vars: dict[str, str]) -> dict[str, Any]:
+    """The code (`shipped_code`) and the driver's environment."""
+    from trainables.tracking import HTTP_DEFAULTS
+
+    env = {key: os.environ.get(key, value) for key, value in HTTP_DEFAULTS.items()}
+    env.update({"RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S), "PYTHONUNBUFFERED": "1",
+                "RAY_USAGE_STATS_ENABLED": "0"}, **env_vars)
+    return {**shipped_code(), "env_vars": env}
+
+
+def shipped_code() -> dict[str, Any]:
+    """How the job gets this code: a source checkout is its `working_dir` (its .gitignore honoured); an installed
+    mixsweep (site-packages) ships its three packages as `py_modules` instead of all of site-packages."""
+    if (PROJECT / "pyproject.toml").is_file() and os.environ.get("MIXSWEEP_SHIP") != "py_modules":
+        return {"working_dir": str(PROJECT), "excludes": [".git", "*.pyc", "mixsweep_runs", "mlruns", "*.db"]}
+    return {"py_modules": [str(PROJECT / package) for package in ("orchestrator", "trainables", "search_spaces")],
+            "excludes": ["*.pyc", "__pycache__"]}
+
+
+@contextlib.contextmanager
+def _quiet_packaging():
+    """Ray's packaging warns that .git is left out (it should be): not the user's concern."""
+    logger = logging.getLogger("ray._private.runtime_env.working_dir")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def mixsweep_jobs(client, sweep: str | None = None) -> list:
+    """The cluster's mixsweep jobs (of `sweep`), oldest first."""
+    jobs = [j for j in client.list_jobs() if (j.metadata or {}).get(META_TOOL) == "1"
+            and (sweep is None or j.metadata.get(META_SWEEP) == sweep)]
+    return sorted(jobs, key=lambda j: j.start_time or 0)
+
+
+def next_job_id(client, sweep: str, spec_hash: str) -> str:
+    prefix = f"mixsweep-{sweep}-{spec_hash}-"
+    used = [int(j.submission_id[len(prefix):]) for j in client.list_jobs()
+            if (j.submission_id or "").startswith(prefix) and j.submission_id[len(prefix):].isdigit()]
+    return f"{prefix}{max(used, default=0) + 1}"
+
+
+def _submit(client, name: str, digest: str, env: dict[str, str], metadata: dict[str, str], python: str,
+            tries: int = 5) -> str:
+    """Submit under the next free id; another submit that took the same id first (the server refuses a second
+    job with an existing id) moves this one to the next number."""
+    for _ in range(tries):
+        job_id = next_job_id(client, name, digest)
+        env[ENV_JOB_ID] = job_id
+        try:
+            with _quiet_packaging():
+                client.submit_job(entrypoint=entrypoint(python, env[ENV_COMMAND]), submission_id=job_id,
+                                  runtime_env=runtime_env(env), metadata=metadata)
+            return job_id
+        except RuntimeError as exc:
+            if "already exists" not in str(exc):
+                raise
+    raise UserError(f"could not find a free job id for sweep {name!r} after {tries} tries (jobs submitted at the "
+                    "same moment); try again")
+
+
+def _active(client, sweep: str) -> None:
+    for job in mixsweep_jobs(client, sweep):
+        if not job.status.is_terminal():
+            raise UserError(f"sweep {sweep!r} already runs as job {job.submission_id} ({job.status.value}); follow it "
+                            f"with: mixsweep logs {job.submission_id} --address ..., or stop it first")
+
+
+def submit(ref: str | None, *, address: str, storage: str | None, tracking_uri: str | None, overrides: dict,
+           resume: str | None = None, python: str = "python", wait: bool = True, stop_on_interrupt: bool = False,
+           out: TextIO | None = None) -> int:
+    """`mixsweep submit`: the exit code of the job's driver when followed, 0 when submitted with `--no-wait`."""
+    out = out or sys.stderr
+    if resume is None:  # 1. the spec, locally: a bad one is never submitted
+        from .spec import load_spec
+        from .sweep import spec_hash
+
+        spec = load_spec(ref, overrides=overrides)
+        name, digest, env = spec.name, spec_hash(spec), {ENV_SPEC: spec.to_yaml(), ENV_COMMAND: "run"}
+    client = connect(address)  # 2. the server and the token, before anything is written
+    if resume is not None:
+        previous = mixsweep_jobs(client, resume)
+        meta = previous[-1].metadata if previous else {}
+        storage = storage or meta.get(META_STORAGE)
+        tracking_uri = tracking_uri or meta.get(META_TRACKING)
+        name, digest, env = resume, meta.get(META_SPEC_HASH, "resume"), {ENV_COMMAND: "resume"}
+    storage, uri = head_paths(address, storage, tracking_uri)
+    _active(client, name)
+    env.update({ENV_STORAGE: storage, ENV_TRACKING: uri, ENV_NAME: name, ENV_ADDRESS: address})
+    metadata = {META_TOOL: "1", META_SWEEP: name, META_SPEC_HASH: digest, META_STORAGE: storage, META_TRACKING: uri}
+    for logger in ("ray", "ray.dashboard"):  # not a line per file left out of the upload
+        logging.getLogger(logger).setLevel(logging.WARNING)
+    job_id = _submit(client, name, digest, env, metadata, python)
+    print(f"[mixsweep] submitted {name} as job {job_id} to {address} (storage {storage}, tracking {uri})", file=out)
+    hint = f"--address {address}"
+    print(f"[mixsweep] follow: mixsweep logs {job_id} {hint}   stop: mixsweep stop {job_id} {hint}", file=out,
+          flush=True)
+    if not wait:
+        return 0
+    return follow(client, job_id, stop_on_interrupt=stop_on_interrupt, out=out, address=address)
+
+
+# -- following, stopping ---------------------------------------------------------------------------
+def exit_code(info) -> int:
+    """The driver's exit code from the job's final status (STOPPED: 130, like Ctrl+C on a local driver)."""
+    status = info.status.value
+    if status == "SUCCEEDED":
+        return 0
+    if status == "STOPPED":
+        return 130
+    code = getattr(info, "driver_exit_code", None)
+    return int(code) if code not in (None, 0) else 1
+
+
+async def _tail(client, job_id: str, detached: threading.Event, printed: list[int]) -> None:
+    """Stream the job's logs to stdout, from character `printed[0]` on (what an earlier stream showed)."""
+    seen = 0
+    async for lines in client.tail_job_logs(job_id):
+        if detached.is_set():  # Ctrl+C: this stream is over (a new one follows a stopping job)
+            return
+        new = lines[max(0, printed[0] - seen):]
+        seen += len(lines)
+        if new:
+            sys.stdout.write(new)
+            sys.stdout.flush()
+            printed[0] += len(new)
+
+
+def _ask_stop() -> bool:
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    try:
+        answer = input("\n[mixsweep] stop the job on the cluster too? [y/N] (N: detach, it keeps running) ")
+    except (EOFError, KeyboardInterrupt):
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def follow(client, job_id: str, *, stop_on_interrupt: bool = False, out: TextIO | None = None,
+           address: str = "ADDRESS", printed: list[int] | None = None) -> int:
+    """Print the job's logs until it ends; its exit code. Ctrl+C: stop the job or detach (asked on a terminal)."""
+    out = out or sys.stderr
+    # the logs stream in a thread of their own: Ctrl+C lands in this one, outside asyncio's own SIGINT handling
+    # (which, interrupted, leaves a KeyboardInterrupt pending for Ray's atexit hook)
+    detached, printed = threading.Event(), printed if printed is not None else [0]
+    tail = threading.Thread(target=lambda: asyncio.run(_tail(client, job_id, detached, printed)), daemon=True,
+                            name="mixsweep-logs")
+    try:
+        tail.start()
+        while tail.is_alive():
+            tail.join(0.2)
+    except KeyboardInterrupt:
+        detached.set()
+        if stop_on_interrupt or _ask_stop():
+            print(f"[mixsweep] stopping job {job_id}; its driver settles (trials keep their checkpoints)", file=out,
+                  flush=True)
+            client.stop_job(job_id)
+            return follow(client, job_id, out=out, address=address, printed=printed)
+        print(f"[mixsweep] detached; job {job_id} keeps running on the cluster (mixsweep logs {job_id} "
+              f"--address {address})", file=out)
+        return 0
+    info = _wait_terminal(client, job_id)
+    message = (info.message or "").splitlines()[0] if info.message else ""
+    print(f"[mixsweep] job {job_id}: {info.status.value}{f' ({message})' if message else ''}", file=out)
+    return exit_code(info)
+
+
+def _wait_terminal(client, job_id: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    info = client.get_job_info(job_id)
+    while not info.status.is_terminal() and time.monotonic() < deadline:
+        time.sleep(0.5)
+        info = client.get_job_info(job_id)
+    return info
+
+
+def find_job(client, name: str):
+    """A job by submission id, or the newest job of sweep `name`."""
+    jobs = mixsweep_jobs(client)
+    for job in jobs:
+        if job.submission_id == name:
+            return job
+    of_sweep = [j for j in jobs if j.metadata.get(META_SWEEP) == name]
+    if not of_sweep:
+        known = ", ".join(sorted({j.metadata.get(META_SWEEP, '?') for j in jobs})) or "none"
+        raise UserError(f"no mixsweep job or sweep named {name!r} on this cluster (sweeps with jobs: {known})")
+    return of_sweep[-1]
+
+
+def logs(name: str, *, address: str, follow_logs: bool = True, out: TextIO | None = None) -> int:
+    client = connect(address)
+    job = find_job(client, name)
+    if not follow_logs or job.status.is_terminal():
+        sys.stdout.write(client.get_job_logs(job.submission_id))
+        return exit_code(job) if job.status.is_terminal() else 0
+    return follow(client, job.submission_id, out=out, address=address)
+
+
+def stop(name: str, *, address: str, wait: bool = True, out: TextIO | None = None) -> int:
+    """Stop a job gracefully: its driver gets SIGTERM (trials keep their checkpoints, runs KILLED)."""
+    out = out or sys.stderr
+    client = connect(address)
+    job = find_job(client, name)
+    if job.status.is_terminal():
+        print(f"[mixsweep] job {job.submission_id} already ended: {job.status.value}", file=out)
+        return 0
+    client.stop_job(job.submission_id)
+    print(f"[mixsweep] stopping job {job.submission_id} (its driver settles, up to {STOP_WAIT_S} s)", file=out,
+          flush=True)
+    if wait:
+        info = _wait_terminal(client, job.submission_id, timeout=STOP_WAIT_S + 10)
+        print(f"[mixsweep] job {job.submission_id}: {info.status.value}; continue it with: mixsweep submit --resume "
+              f"{job.metadata.get(META_SWEEP)} --address {address}", file=out)
+    return 0
+
+
+def _when(ms: int | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else "-"
+
+
+def _duration(job) -> str:
+    if not job.start_time:
+        return "-"
+    end = job.end_time or time.time() * 1000
+    seconds = int((end - job.start_time) / 1000)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def list_jobs(*, address: str, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    client = connect(address)
+    jobs = mixsweep_jobs(client)
+    print(f"{'job':44s} {'sweep':20s} {'status':10s} {'started':19s} {'duration':>9s}", file=out)
+    for job in jobs:
+        print(f"{job.submission_id[:44]:44s} {job.metadata.get(META_SWEEP, '?')[:20]:20s} {job.status.value:10s} "
+              f"{_when(job.start_time):19s} {_duration(job):>9s}", file=out)
+    if not jobs:
+        print("(no mixsweep jobs on this cluster)", file=out)
+    return 0
+
+
+def job_line(name: str, address: str) -> str:
+    """`status NAME --address`: one line on the sweep's newest job (or why there is none)."""
+    try:
+        client = connect(address)
+        job = find_job(client, name)
+    except UserError as exc:
+        return f"job: {exc}"
+    message = (job.message or "").splitlines()[0] if job.status.is_terminal() and job.message else ""
+    line = (f"job {job.submission_id}: {job.status.value}, started {_when(job.start_time)}, {_duration(job)}"
+            f"{f' ({message})' if message else ''}")
+    if job.status.value in ("STOPPED", "FAILED"):
+        line += f"; to continue: mixsweep submit --resume {job.metadata.get(META_SWEEP)} --address {address}"
+    return line
+
+
+# -- on the head: the driver records its job ------------------------------------------------------
+def resume_hint(name: str, storage) -> str | None:
+    """Inside a job: how to continue the sweep from where it was submitted (None outside a job)."""
+    address = os.environ.get(ENV_ADDRESS) if os.environ.get(ENV_JOB_ID) else None
+    if not address:
+        return None
+    return (f"mixsweep submit --resume {name} --address {address} (on the head: mixsweep resume {name} "
+            f"--storage {storage})")
+
+
+def record_job(mlflow_client, sweep_run_id: str, paths) -> None:
+    """Inside a job: its id as a tag of the sweep run and in `<sweep>/jobs.json` (no-op outside a job)."""
+    job_id = os.environ.get(ENV_JOB_ID)
+    if not job_id:
+        return
+    from trainables.files import atomic_write_text
+
+    mlflow_client.set_tag(sweep_run_id, TAG_JOB_ID, job_id)
+    file = paths.root / JOBS_FILE
+    try:
+        jobs = json.loads(file.read_text())
+    except (OSError, json.JSONDecodeError):
+        jobs = []
+    if not any(j.get("job_id") == job_id for j in jobs):
+        jobs.append({"job_id": job_id, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                     "command": os.environ.get(ENV_COMMAND, "")})
+        atomic_write_text(file, json.dumps(jobs, indent=1) + "\n")
+
+
+def last_job(paths) -> str | None:
+    """The id of the newest job recorded in `<sweep>/jobs.json`, None when the sweep never ran as a job."""
+    try:
+        jobs = json.loads((paths.root / JOBS_FILE).read_text())
+        return str(jobs[-1]["job_id"]) if jobs else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None

@@ -1,0 +1,307 @@
+"""`mixsweep submit / jobs / logs / stop / status --address` against a real `ray start --head` (no mocks).
+
+One head for the module, with its own token file (RAY_AUTH_TOKEN_PATH) and its own temp folder; every
+process it started is found by that folder and stopped by PID at the end (never `ray stop`, which would
+stop other Ray instances on the machine). Needs the `[cluster]` extra (ray[default]): `make test` has it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PORTS = {"gcs": 6479, "dashboard": 8365, "client": 10101}
+ADDRESS = f"http://127.0.0.1:{PORTS['dashboard']}"
+SPEC = textwrap.dedent("""\
+    name: {name}
+    base:
+      dataset: synthetic_salient
+      data.train_size: {train}
+      data.test_size: 64
+      model: small_cnn
+      model.width: 8
+      epochs: {epochs}
+      batch_size: 32
+      eval.robust_size: 32
+      workers: 0
+      device: cpu
+    factors:
+      mix.preset: [none, cutmix]
+    seeds: 1
+    resources: {{cpu: 1}}
+    """)
+
+pytestmark = pytest.mark.slow
+
+
+def _head_processes(temp_dir: str) -> list:
+    """Every process of the head: those naming its temp folder or its GCS port (the Ray Client server names
+    only that), and their descendants."""
+    import psutil
+
+    marks = (temp_dir, f":{PORTS['gcs']}")
+    found = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(mark in part for part in proc.info["cmdline"] or [] for mark in marks):
+                found[proc.pid] = proc
+                for child in proc.children(recursive=True):
+                    found[child.pid] = child
+        except psutil.Error:
+            continue
+    return list(found.values())
+
+
+def _running(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@pytest.fixture(scope="module")
+def head():
+    """(env for the CLI, temp folder): a one-node cluster with a job server and token auth."""
+    pytest.importorskip("ray.dashboard", reason="the head needs the [cluster] extra (ray[default])")
+    import psutil
+
+    temp_dir = tempfile.mkdtemp(prefix="mxh-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    token = Path(temp_dir) / "token"
+    token.write_text(secrets.token_hex(32))
+    env = {**os.environ, "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_AUTH_TOKEN", None)
+    env.pop("RAY_ADDRESS", None)
+    ray = str(Path(sys.executable).parent / "ray")
+    cmd = [ray, "start", "--head", "--num-cpus=2", f"--port={PORTS['gcs']}", "--dashboard-host=127.0.0.1",
+           f"--dashboard-port={PORTS['dashboard']}", f"--ray-client-server-port={PORTS['client']}",
+           "--min-worker-port=20002", "--max-worker-port=20999", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    try:
+        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+        yield env, temp_dir
+    finally:
+        procs = _head_processes(temp_dir)
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        # a process whose parent is gone stays a zombie where nothing reaps orphans (pid 1 of a container):
+        # exited all the same, so it is not waited for
+        deadline = time.monotonic() + 5  # the GCS and the autoscaler monitor ignore SIGTERM: SIGKILL follows
+        while any(_running(p) for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        alive = [p for p in procs if _running(p)]
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def mixsweep(env: dict, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _spec(tmp_path: Path, name: str, epochs: int = 2, train: int = 128) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SPEC.format(name=name, epochs=epochs, train=train))
+    return path
+
+
+def _runs(storage: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("mixsweep")
+    return client.search_runs([exp.experiment_id])
+
+
+def _job_count(env: dict) -> int:
+    out = mixsweep(env, "jobs", "--address", ADDRESS)
+    assert out.returncode == 0, out.stderr
+    return sum(line.startswith("mixsweep-") for line in out.stdout.splitlines())
+
+
+def test_submit_follows_to_the_end(head, tmp_path):
+    env, _ = head
+    storage = tmp_path / "runs"
+    done = mixsweep(env, "submit", str(_spec(tmp_path, "jobe2e")), "--address", ADDRESS, "--storage", str(storage),
+                    "--python", sys.executable)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "SUCCEEDED" in done.stderr and "mixsweep-jobe2e-" in done.stderr
+    runs = _runs(storage)
+    sweep = [r for r in runs if r.data.tags.get("mixsweep.role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(sweep) == 1 and len(trials) == 2
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {sweep[0].info.run_id}
+    job_id = sweep[0].data.tags["mixsweep.job_id"]
+    assert job_id.startswith("mixsweep-jobe2e-") and job_id in (storage / "jobe2e" / "jobs.json").read_text()
+    listed = mixsweep(env, "jobs", "--address", ADDRESS)
+    assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+
+
+def test_bad_spec_is_never_submitted(head, tmp_path):
+    env, _ = head
+    before = _job_count(env)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SPEC.format(name="jobbad", epochs=2, train=128).replace("[none, cutmix]", "[none, cutmx]"))
+    out = mixsweep(env, "submit", str(bad), "--address", ADDRESS, "--storage", str(tmp_path / "runs"))
+    assert out.returncode == 2 and "cutmx" in out.stderr and "Traceback" not in out.stderr
+    assert _job_count(env) == before
+
+
+@pytest.mark.parametrize("token", ["wrong", None])
+def test_a_wrong_or_missing_token_is_a_clear_error(head, tmp_path, token):
+    env, _ = head
+    env = {**env, "RAY_AUTH_TOKEN_PATH": str(tmp_path / "none")}
+    if token:
+        env["RAY_AUTH_TOKEN"] = token
+    out = mixsweep(env, "submit", str(_spec(tmp_path, "jobtok")), "--address", ADDRESS, "--storage",
+                   str(tmp_path / "runs"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert ("rejected the token" if token else "none was found") in out.stderr
+
+
+def test_a_head_interpreter_without_the_project_is_named(head, tmp_path):
+    """--python names no usable interpreter on the head (missing, or without ray/mlflow/torch): the job says so."""
+    env, _ = head
+    python = str(tmp_path / "no" / "python")
+    done = mixsweep(env, "submit", str(_spec(tmp_path, "jobpy")), "--address", ADDRESS, "--storage",
+                    str(tmp_path / "runs"), "--python", python)
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"{python} on the head cannot import ray, mlflow and torch" in done.stdout, done.stdout[-3000:]
+    assert "FAILED" in done.stderr and not (tmp_path / "runs" / "jobpy").exists()
+
+
+def test_relative_storage_and_unreachable_head_are_errors(head, tmp_path):
+    env, _ = head
+    spec = str(_spec(tmp_path, "jobpaths"))
+    out = mixsweep(env, "submit", spec, "--address", ADDRESS, "--storage", "runs")
+    assert out.returncode == 2 and "absolute" in out.stderr
+    out = mixsweep(env, "submit", spec, "--address", "http://127.0.0.1:8366", "--storage", str(tmp_path))
+    assert out.returncode == 2 and "cannot reach" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_detach_stop_and_resume(head, tmp_path):
+    env, _ = head
+    storage = tmp_path / "runs"
+    spec = _spec(tmp_path, "jobstop", epochs=40, train=512)
+    out = mixsweep(env, "submit", str(spec), "--address", ADDRESS, "--storage", str(storage), "--python",
+                   sys.executable, "--no-wait")
+    assert out.returncode == 0, out.stderr[-3000:]
+    deadline = time.monotonic() + 180  # until a trial has checkpointed an epoch
+    while time.monotonic() < deadline and not list((storage / "jobstop" / "ray").glob("launch-*/*/checkpoint_*")):
+        time.sleep(1)
+    status = mixsweep(env, "status", "jobstop", "--address", ADDRESS, "--storage", str(storage))
+    assert status.returncode == 0 and "RUNNING" in status.stdout, status.stdout + status.stderr
+    stopped = mixsweep(env, "stop", "jobstop", "--address", ADDRESS)
+    assert stopped.returncode == 0 and "STOPPED" in stopped.stderr, stopped.stderr
+    runs = _runs(storage)
+    assert {r.info.status for r in runs if r.data.tags.get("mlflow.parentRunId")} == {"KILLED"}
+    logs = mixsweep(env, "logs", "jobstop", "--address", ADDRESS, "--no-follow")
+    assert logs.returncode == 130 and "SIGTERM: stopping" in logs.stdout
+    # the stopped driver's own hint is the way back from where it was submitted, not a command for the head
+    assert f"mixsweep submit --resume jobstop --address {ADDRESS}" in logs.stdout, logs.stdout[-3000:]
+    resumed = mixsweep(env, "submit", "--resume", "jobstop", "--address", ADDRESS, "--python", sys.executable)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout and "SUCCEEDED" in resumed.stderr
+    runs = _runs(storage)
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(trials) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_killed_driver_is_resumed_by_submit_resume(head, tmp_path):
+    """The driver SIGKILLed on the head: the job FAILED, trials keep their checkpoints, `submit --resume` ends it."""
+    import psutil
+
+    env, _ = head
+    storage = tmp_path / "runs"
+    out = mixsweep(env, "submit", str(_spec(tmp_path, "jobkill", epochs=30, train=512)), "--address", ADDRESS,
+                   "--storage", str(storage), "--python", sys.executable, "--no-wait")
+    assert out.returncode == 0, out.stderr[-3000:]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not list((storage / "jobkill" / "ray").glob("launch-*/*/checkpoint_*")):
+        time.sleep(1)
+    drivers = [p for p in psutil.process_iter(["cmdline"]) if "orchestrator.job_driver" in " ".join(
+        p.info["cmdline"] or []) and str(storage) in (p.environ().get("MIXSWEEP_STORAGE", ""))]
+    assert len(drivers) == 1
+    drivers[0].kill()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "FAILED" not in mixsweep(env, "jobs", "--address", ADDRESS).stdout:
+        time.sleep(1)
+    status = mixsweep(env, "status", "jobkill", "--address", ADDRESS, "--storage", str(storage))
+    assert "FAILED" in status.stdout and "submit --resume jobkill" in status.stdout, status.stdout
+    resumed = mixsweep(env, "submit", "--resume", "jobkill", "--address", ADDRESS, "--python", sys.executable)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "the previous driver" in resumed.stdout and "is gone" in resumed.stdout
+    runs = _runs(storage)
+    assert len(runs) == 3 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+class Terminal:
+    """`mixsweep ARGS` on a pseudo-terminal (stdin and stderr are ttys: Ctrl+C asks what to do)."""
+
+    def __init__(self, env: dict, *args: str) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], stdin=slave, stdout=slave,
+                                     stderr=slave, env=env, close_fds=True)
+        os.close(slave)
+        self.text = ""
+
+    def wait_for(self, text: str, timeout: float) -> bool:
+        import select
+
+        deadline = time.monotonic() + timeout
+        while text not in self.text and time.monotonic() < deadline:
+            if select.select([self.master], [], [], 0.2)[0]:
+                try:
+                    self.text += os.read(self.master, 65536).decode(errors="replace")
+                except OSError:  # the process ended
+                    break
+        return text in self.text
+
+    def interrupt_and_answer(self, answer: str) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGINT)
+        assert self.wait_for("stop the job on the cluster too?", 30), self.text[-2000:]
+        os.write(self.master, answer.encode() + b"\n")
+
+    def close(self, timeout: float) -> int:
+        self.wait_for("\0", 0.5)
+        code = self.proc.wait(timeout)
+        self.wait_for("\0", 0.5)
+        os.close(self.master)
+        return code
+
+
+def test_ctrl_c_on_a_terminal_asks_detach_or_stop(head, tmp_path):
+    env, _ = head
+    storage = tmp_path / "runs"
+    term = Terminal(env, "submit", str(_spec(tmp_path, "jobtty", epochs=40, train=512)), "--address", ADDRESS,
+                    "--storage", str(storage), "--python", sys.executable)
+    assert term.wait_for("2 trials started", 120), term.text[-3000:]
+    term.interrupt_and_answer("n")  # detach: the job keeps running
+    assert term.close(60) == 0 and "detached" in term.text, term.text[-2000:]
+    assert "RUNNING" in mixsweep(env, "status", "jobtty", "--address", ADDRESS, "--storage", str(storage)).stdout
+    term = Terminal(env, "logs", "jobtty", "--address", ADDRESS)  # come back, then stop it
+    assert term.wait_for("epoch", 60), term.text[-3000:]
+    term.interrupt_and_answer("y")
+    assert term.close(180) == 130 and "STOPPED" in term.text, term.text[-2000:]
+    assert {r.info.status for r in _runs(storage) if r.data.tags.get("mlflow.parentRunId")} == {"KILLED"}
