@@ -3,13 +3,17 @@
 #               cores), prints the report
 #   make test   installs (with the [cluster] extra: the job tests start a `ray start --head`), lints, runs the
 #               test suite
+# On a GPU node:
+#   make gpu-check  the GPU acceptance run (gpu tests, saliency and mixing-overhead benchmarks, trial packing;
+#                   < 8 min on one H100/H200): one table, written as JSON to $(RUNS)/gpu_check.json. Without CUDA
+#                   it says so, checks that the script runs (tiny CPU sizes, ~30 s) and exits 0
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 RUNS   ?= $(CURDIR)/mixsweep_runs
 
-.PHONY: install test demo bench ui clean
+.PHONY: install test demo bench gpu-check ui clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +39,9 @@ bench: install
 	$(PY) bench/saliency.py
 	$(PY) bench/train_step.py
 	$(PY) bench/pairing.py
+
+gpu-check: install
+	$(PY) bench/gpu_check.py --out $(RUNS)/gpu_check.json
 
 ui: install
 	$(VENV)/bin/mixsweep ui smoke --storage $(RUNS)

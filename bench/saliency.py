@@ -59,19 +59,31 @@ def opencv_released_way(kind: str, images: torch.Tensor) -> list[np.ndarray]:
     return maps
 
 
-def saliency_table(device: torch.device, rounds: int) -> str:
+SHAPES = ((256, 32), (64, 224))  #: (batch, side) of the saliency comparison
+KINDS = ("fine_grained", "spectral_residual")
+
+
+def saliency_rows(device: torch.device, rounds: int, shapes=SHAPES, kinds=KINDS) -> list[dict]:
+    """Per (detector, shape): OpenCV per image and batched seconds (medians) and the paired speed-up."""
     cpu = torch.device("cpu")
     rows = []
-    for batch, size in ((256, 32), (64, 224)):
+    for batch, size in shapes:
         images = photo_crops(batch, size).to(device)
-        for kind in ("fine_grained", "spectral_residual"):
+        for kind in kinds:
             t = interleaved({"opencv": (lambda k=kind, x=images: opencv_released_way(k, x), cpu),
                              "ours": (lambda k=kind, x=images: saliency_map(k, x), device)}, rounds=rounds)
             ref, ours, ratio = median(t["opencv"]), median(t["ours"]), paired_ratio(t["opencv"], t["ours"])
-            rows.append([kind, f"{batch}x{size}x{size}", f"{ref * 1e3:.1f}", f"{ours * 1e3:.2f}", f"**{ratio:.1f}x**"])
+            rows.append({"kind": kind, "batch": batch, "size": size, "opencv_s": ref, "batched_s": ours,
+                         "speedup": ratio})
             print(f"  {kind:18s} B={batch:3d} {size}x{size}: OpenCV per image {ref * 1e3:8.1f} ms, "
                   f"batched {ours * 1e3:8.2f} ms, speed-up {ratio:5.1f}x (median of {rounds} paired rounds)",
                   file=sys.stderr)
+    return rows
+
+
+def saliency_table(device: torch.device, rounds: int) -> str:
+    rows = [[r["kind"], f"{r['batch']}x{r['size']}x{r['size']}", f"{r['opencv_s'] * 1e3:.1f}",
+             f"{r['batched_s'] * 1e3:.2f}", f"**{r['speedup']:.1f}x**"] for r in saliency_rows(device, rounds)]
     return markdown_table(["detector", "batch", "OpenCV per image (ms)", "batched (ms)", "speed-up"], rows)
 
 
