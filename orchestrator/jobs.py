@@ -15,7 +15,6 @@ else the file `RAY_AUTH_TOKEN_PATH`, else `~/.ray/auth_token`, and sent as `Auth
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
@@ -84,6 +83,7 @@ def connect(address: str):
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
+    _quiet_client()
     token, where = read_token()
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
@@ -167,16 +167,18 @@ def shipped_code() -> dict[str, Any]:
             "excludes": ["*.pyc", "__pycache__"]}
 
 
-@contextlib.contextmanager
-def _quiet_packaging():
-    """Ray's packaging warns that .git is left out (it should be): not the user's concern."""
-    logger = logging.getLogger("ray._private.runtime_env.working_dir")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+#: Ray's client-side loggers and the level they keep: the SDK's INFO lines ("Package ... already exists,
+#: skipping upload", "WebSocket closed for job ...") and packaging's warning that .git is left out (it should be)
+#: are not the user's concern
+_CLIENT_LOGGERS = {"ray.dashboard.modules.dashboard_sdk": logging.WARNING, "ray.dashboard.modules.job.sdk":
+                   logging.WARNING, "ray._private.runtime_env.working_dir": logging.ERROR,
+                   "ray._private.runtime_env.packaging": logging.WARNING}
+
+
+def _quiet_client() -> None:
+    """Ray's SDK modules set their loggers to INFO when imported: after the import, ours."""
+    for name, level in _CLIENT_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
 
 
 def mixsweep_jobs(client, sweep: str | None = None) -> list:
@@ -201,9 +203,8 @@ def _submit(client, name: str, digest: str, env: dict[str, str], metadata: dict[
         job_id = next_job_id(client, name, digest)
         env[ENV_JOB_ID] = job_id
         try:
-            with _quiet_packaging():
-                client.submit_job(entrypoint=entrypoint(python, env[ENV_COMMAND]), submission_id=job_id,
-                                  runtime_env=runtime_env(env), metadata=metadata)
+            client.submit_job(entrypoint=entrypoint(python, env[ENV_COMMAND]), submission_id=job_id,
+                              runtime_env=runtime_env(env), metadata=metadata)
             return job_id
         except RuntimeError as exc:
             if "already exists" not in str(exc):
@@ -241,8 +242,6 @@ def submit(ref: str | None, *, address: str, storage: str | None, tracking_uri: 
     _active(client, name)
     env.update({ENV_STORAGE: storage, ENV_TRACKING: uri, ENV_NAME: name, ENV_ADDRESS: address})
     metadata = {META_TOOL: "1", META_SWEEP: name, META_SPEC_HASH: digest, META_STORAGE: storage, META_TRACKING: uri}
-    for logger in ("ray", "ray.dashboard"):  # not a line per file left out of the upload
-        logging.getLogger(logger).setLevel(logging.WARNING)
     job_id = _submit(client, name, digest, env, metadata, python)
     print(f"[mixsweep] submitted {name} as job {job_id} to {address} (storage {storage}, tracking {uri})", file=out)
     hint = f"--address {address}"

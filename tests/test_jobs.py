@@ -142,6 +142,7 @@ def test_submit_follows_to_the_end(head, tmp_path):
                     "--python", sys.executable)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "SUCCEEDED" in done.stderr and "mixsweep-jobe2e-" in done.stderr
+    assert " INFO " not in done.stderr, done.stderr  # Ray's SDK chatter (uploads, websockets): not on our stderr
     runs = _runs(storage)
     sweep = [r for r in runs if r.data.tags.get("mixsweep.role") == "sweep"]
     trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
