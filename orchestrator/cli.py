@@ -58,13 +58,20 @@ def _overrides(items: list[str]) -> dict:
         raise UserError(str(exc)) from None
 
 
+def _plain(args: argparse.Namespace) -> None:
+    if getattr(args, "plain", False):
+        os.environ["MIXSWEEP_PLAIN"] = "1"  # read by orchestrator.console.wants_live
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    _plain(args)
     storage = resolve_storage(args.storage, create=True)
     return sweep.run_sweep(args.spec, storage=storage, tracking_uri=args.tracking_uri, address=args.address,
                      overrides=_overrides(args.set), dry_run=args.dry_run, retry_failed=args.retry_failed)
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
+    _plain(args)
     return sweep.resume_sweep(args.name, storage=resolve_storage(args.storage, create=False), address=args.address,
                         retry_failed=args.retry_failed)
 
@@ -206,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
     p.add_argument("--dry-run", action="store_true", help="validate and list the trials, run nothing")
     p.add_argument("--retry-failed", action="store_true", help="run trials that failed (diverged) again")
+    p.add_argument("--plain", action="store_true", help="plain progress lines on a terminal too, no live table "
+                                                         "(also: MIXSWEEP_PLAIN=1)")
     p.set_defaults(func=_cmd_run)
 
     job_address = {"default": os.environ.get("MIXSWEEP_ADDRESS"),
@@ -244,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
     p.add_argument("--address", help="Ray cluster to resume on (default: as launched)")
     p.add_argument("--retry-failed", action="store_true", help="run trials that failed (diverged) again")
+    p.add_argument("--plain", action="store_true", help="plain progress lines on a terminal too, no live table "
+                                                         "(also: MIXSWEEP_PLAIN=1)")
     p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("status", help="the trials of a sweep and their state")

@@ -195,11 +195,20 @@ def next_job_id(client, sweep: str, spec_hash: str) -> str:
     return f"{prefix}{max(used, default=0) + 1}"
 
 
+#: a head that has just started may have no job agent yet: the server waits 10 s for one, then asks the client to
+#: "try again later" (HTTP 500); how long submit keeps asking
+AGENT_WAIT_S = 90
+
+
 def _submit(client, name: str, digest: str, env: dict[str, str], metadata: dict[str, str], python: str,
-            tries: int = 5) -> str:
-    """Submit under the next free id; another submit that took the same id first (the server refuses a second
-    job with an existing id) moves this one to the next number."""
-    for _ in range(tries):
+            tries: int = 5, out: TextIO | None = None) -> str:
+    """Submit under the next free id; the job id if it was accepted, UserError with the server's reason if not.
+
+    Another submit that took the same id first (the server refuses a second job with an existing id) moves this
+    one to the next number; a head whose job agent is not up yet is asked again for `AGENT_WAIT_S` seconds."""
+    deadline, said = time.monotonic() + AGENT_WAIT_S, False
+    taken = 0
+    while True:
         job_id = next_job_id(client, name, digest)
         env[ENV_JOB_ID] = job_id
         try:
@@ -207,10 +216,18 @@ def _submit(client, name: str, digest: str, env: dict[str, str], metadata: dict[
                               runtime_env=runtime_env(env), metadata=metadata)
             return job_id
         except RuntimeError as exc:
-            if "already exists" not in str(exc):
-                raise
-    raise UserError(f"could not find a free job id for sweep {name!r} after {tries} tries (jobs submitted at the "
-                    "same moment); try again")
+            reason = str(exc).strip()
+            if "already exists" in reason and taken < tries:
+                taken += 1
+                continue
+            if "No available agent" in reason and time.monotonic() < deadline:
+                if not said:
+                    print("[mixsweep] the head's job agent is not up yet (has the cluster just started?); waiting "
+                          f"up to {AGENT_WAIT_S} s", file=out or sys.stderr, flush=True)
+                    said = True
+                time.sleep(2)
+                continue
+            raise UserError(f"the Ray job server refused the job: {reason[:500]}") from None
 
 
 def _active(client, sweep: str) -> None:
@@ -242,7 +259,7 @@ def submit(ref: str | None, *, address: str, storage: str | None, tracking_uri: 
     _active(client, name)
     env.update({ENV_STORAGE: storage, ENV_TRACKING: uri, ENV_NAME: name, ENV_ADDRESS: address})
     metadata = {META_TOOL: "1", META_SWEEP: name, META_SPEC_HASH: digest, META_STORAGE: storage, META_TRACKING: uri}
-    job_id = _submit(client, name, digest, env, metadata, python)
+    job_id = _submit(client, name, digest, env, metadata, python, out=out)
     print(f"[mixsweep] submitted {name} as job {job_id} to {address} (storage {storage}, tracking {uri})", file=out)
     hint = f"--address {address}"
     print(f"[mixsweep] follow: mixsweep logs {job_id} {hint}   stop: mixsweep stop {job_id} {hint}", file=out,

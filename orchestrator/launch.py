@@ -137,22 +137,31 @@ def stop_processes(procs: list, timeout: float = STOP_TIMEOUT_S) -> int:
 
 
 @contextmanager
-def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
-    """Connect to Ray (an embedded local instance by default) and record it in driver.json."""
+def ray_connection(address: str | None, paths: SweepPaths, on_worker_line=None) -> Iterator[None]:
+    """Connect to Ray (an embedded local instance by default) and record it in driver.json.
+
+    Ray speaks to `<sweep>/logs/` only (`orchestrator.console`): its loggers (set up by the session), and the
+    trial processes' output, which reaches this driver through Ray's log stream and is written to workers.log
+    by our printer; `on_worker_line(pid, line)` gets the lines of ours among it (`console.SHOWN`).
+    """
     import ray
+
+    from .console import WORKERS_LOG, WorkerOutput, ray_env
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # trials checkpoint every epoch and Tune keeps 2, so it snapshots its state often by design:
     # silence that warning (the one about a snapshot that is actually slow stays on)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    ray_env()
     _quiet_about_full_disks("ray.tune.execution.experiment_state")
+    # log_to_driver: the workers' output comes here, for `WorkerOutput`; the "ray" logger keeps the handlers the
+    # session gave it (driver.log; configure_logging=False would remove them)
+    workers = WorkerOutput(paths.logs / WORKERS_LOG, forward=on_worker_line)
     try:
         try:
-            if address:
-                ray.init(address=address, log_to_driver=True, runtime_env=_worker_env())
-            elif os.environ.get("RAY_ADDRESS"):
-                ray.init(address=os.environ["RAY_ADDRESS"], include_dashboard=False, log_to_driver=True,
-                         runtime_env=_worker_env())
+            target = address or os.environ.get("RAY_ADDRESS")  # RAY_ADDRESS: set inside a Ray job
+            if target:  # an existing cluster: its workers get the MLflow settings through the runtime_env
+                ray.init(address=target, runtime_env=_worker_env(), log_to_driver=True)
             else:
                 # "local": a new instance even when a `ray start` cluster runs on this machine (no address
                 # would join the one in /tmp/ray/ray_current_cluster, and die with it); its workers are
@@ -160,11 +169,15 @@ def ray_connection(address: str | None, paths: SweepPaths) -> Iterator[None]:
                 ray.init(address="local", include_dashboard=False, log_to_driver=True)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
+        workers.install()
         record_driver(paths, address)
         yield
     finally:
         local = [] if address else _children()
-        ray.shutdown()
+        try:
+            ray.shutdown()
+        finally:
+            workers.uninstall()
         # the raylet's workers notice its end only after a while: wait for them (then stop them), so
         # that no trial process still writes to MLflow or its workdir while the driver settles
         _, alive = _wait_gone(local, timeout=15.0)
@@ -318,9 +331,14 @@ def build_tuner(plan: LaunchPlan, progress):
     from ray import tune
 
     spec = plan.spec
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
     resourced = tune.with_resources(trainable.run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    # Tune's default loggers but TensorBoard's (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, see `console.ray_env`):
+    # result.json is what `mixsweep sync` replays; the metrics are in MLflow
     run_config = tune.RunConfig(
-        name=plan.launch_name, storage_path=str(plan.paths.ray), verbose=0, callbacks=[progress],
+        name=plan.launch_name, storage_path=str(plan.paths.ray), verbose=0,
+        callbacks=[progress, JsonLoggerCallback(), CSVLoggerCallback()],
         stop=_fatal_stopper(progress),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -340,14 +358,18 @@ def build_tuner(plan: LaunchPlan, progress):
 
 def run_plan(plan: LaunchPlan, progress, signals: StopSignals) -> bool:
     """Run one launch; returns True when every trial ended, False when it was stopped (SIGINT/SIGTERM)."""
-    with ray_connection(plan.address, plan.paths):
+    with ray_connection(plan.address, plan.paths, on_worker_line=getattr(progress, "worker_line", None)):
         signals.arm()
         try:
             results = build_tuner(plan, progress).fit()
         finally:
             signals.hold()  # Ray's shutdown and the MLflow settle that follow are not to be cut short
+            close = getattr(progress, "close", None)
+            if close is not None:
+                close()  # the live table ends before anything else prints
     if results.num_errors:
-        print(f"[mixsweep] {results.num_errors} trial(s) ended with an error after retries", file=sys.stderr)
+        print(f"[mixsweep] {results.num_errors} trial(s) ended with an error after retries (full logs: "
+              f"{plan.paths.logs})", file=getattr(progress, "out", None) or sys.stderr)
     expected = len(plan.trials) if plan.trials else plan.search.num_samples
     stopped = {tid for tid, row in progress.rows.items() if row.status == "STOPPED"}  # by the scheduler
 

@@ -8,6 +8,8 @@
     <storage>/<sweep>/ray/                   Ray Tune's experiment folders (one per launch)
     <storage>/<sweep>/driver.json            the running driver: pid, Ray session (to detect leftovers)
     <storage>/<sweep>/report/                `mixsweep report` output
+    <storage>/<sweep>/logs/                  what the terminal does not show: Ray's and MLflow's log lines
+                                             (driver.log), the trial processes' output (workers.log)
 
 For a multi-node cluster `<storage>` must be a path every node sees (NFS), so trials resume
 from their workdir wherever they run; Ray checkpoints are the fallback otherwise.
@@ -72,6 +74,10 @@ class SweepPaths:
     @property
     def report(self) -> Path:
         return self.root / "report"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
 
     def trial(self, run_hash: str) -> TrialDir:
         """The folder of trial `run_hash` (its file names: `trainables.trialdir.TrialDir`)."""

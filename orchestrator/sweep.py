@@ -28,6 +28,7 @@ from trainables.mixing.lazy import lazy_import
 from trainables.trialdir import TrialState
 
 from . import mlflow_views, tracking
+from .console import quiet_logs, terminal, wants_live
 from .errors import UserError
 from .jobs import record_job, resume_hint
 from .launch import (
@@ -54,6 +55,8 @@ if TYPE_CHECKING:
 
 #: bound by name: it imports Ray Tune, which only a session that runs needs (not --dry-run)
 progress_module = lazy_import("orchestrator.progress")
+#: bound by name: pandas and matplotlib, for the report at the end of a sweep
+report_module = lazy_import("orchestrator.report")
 
 RESUME_HINT = "mixsweep resume {name} --storage {storage}"
 ADDRESS = re.compile(r"^(auto|local|[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
@@ -232,7 +235,8 @@ class SweepSession:
     def __init__(self, spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: str | None,
                  retry_failed: bool = False, out: TextIO | None = None) -> None:
         self.spec, self.paths, self.tracking_uri, self.address = spec, paths, tracking_uri, address
-        self.retry_failed, self.out = retry_failed, out or sys.stderr
+        self.retry_failed = retry_failed
+        self.out = terminal(out)  #: lines go above the live table while one is shown
         self.grid = is_grid(spec)
         self.hint = resume_hint(spec.name, paths.storage) or RESUME_HINT.format(name=spec.name, storage=paths.storage)
         self.client = None  #: the MLflow client (prepare)
@@ -250,14 +254,19 @@ class SweepSession:
         """
         try:
             self.check()
-            with sweep_lock(self.paths, "run"):
+            with sweep_lock(self.paths, "run"), quiet_logs(self.paths.logs):  # Ray's and MLflow's chatter: logs/
                 self.prepare()
                 plan = self.plan()
                 if plan is None:
                     return self._with_links(self.nothing_to_run())
                 with StopSignals(self.out) as signals:  # held from the end of the run: settling is not cut short
                     progress, completed = self.run(plan, signals)
-                    return self._with_links(self.settle(progress, completed))
+                    code = self.settle(progress, completed)
+                    if completed:
+                        self.print_report()
+                    if code == 1:  # something failed
+                        self._say(f"full logs (Ray, MLflow, the trials' output): {self.paths.logs}")
+                    return self._with_links(code)
         except Exception as exc:
             if not disk_full(exc):
                 raise
@@ -270,6 +279,25 @@ class SweepSession:
                                      out=self.out)
         print_sweep_links(self.spec.name, storage=self.paths.storage, out=self.out)
         return code
+
+    def print_report(self) -> None:
+        """The report of the sweep (`mixsweep report`): its summary tables and where its files are."""
+        name, storage = self.spec.name, self.paths.storage
+        again = f"mixsweep report {name} --storage {storage}"
+        try:
+            files = report_module.report_sweep(name, storage=storage)
+        except UserError as exc:
+            self._say(f"no report: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - the sweep's results stand; the report can be made again
+            if disk_full(exc):
+                raise
+            self._say(f"warning: the report failed ({type(exc).__name__}: {str(exc)[:200]}); again: {again}")
+            return
+        summary = files.get("summary.md") or files["report.md"]
+        show_markdown(summary.read_text(encoding="utf-8"), self.out)
+        others = ", ".join(p.name for key, p in files.items() if key != "report.md")
+        self._say(f"report: {files['report.md']} (beside it: {others}); again: {again}")
 
     def _no_space(self, what: str) -> str:
         return (f"{what}; the sweep stopped and its trials keep their last checkpoint. Free some space, then: "
@@ -385,9 +413,12 @@ class SweepSession:
         Interrupted (a second Ctrl+C, an error): the books are settled as far as possible, then it raises.
         A trial on a full disk stops the whole launch: settled quietly, then one UserError.
         """
-        progress = progress_module.Progress(metric=self.spec.metric, names={t.run_hash: t.name for t in plan.trials},
-                            epochs={t.run_hash: t.epochs for t in plan.trials}, out=self.out,
-                            on_start=lambda: record_driver(self.paths, self.address))
+        progress = progress_module.Progress(
+            metric=self.spec.metric, names={t.run_hash: t.name for t in plan.trials},
+            epochs={t.run_hash: t.epochs for t in plan.trials},
+            total=len(plan.trials) or (plan.search.num_samples if plan.search else 0), out=self.out,
+            title=f"{self.spec.name} · {plan.launch_name}", log_hint=str(self.paths.logs),
+            on_start=lambda: record_driver(self.paths, self.address))
         try:
             completed = run_plan(plan, progress, signals)
         except BaseException as exc:
@@ -480,8 +511,18 @@ class SweepSession:
             print(f"[mixsweep] some trials did not finish; to run them again: {self.hint}", file=out)
             return 1
         client.set_terminated(state.sweep_run_id, "FINISHED")
-        print(f"[mixsweep] next: mixsweep report {spec.name} --storage {paths.storage}", file=out)
         return 1 if counts["failed"] else 0
+
+
+def show_markdown(text: str, out: TextIO) -> None:
+    """Markdown (the report's tables) as it is in a pipe; rendered by rich on a terminal that takes it."""
+    if not wants_live(out):
+        print(text.rstrip("\n"), file=out, flush=True)
+        return
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    Console(file=getattr(out, "stream", out), highlight=False).print(Markdown(text))
 
 
 def launch_sweep(spec: SweepSpec, paths: SweepPaths, *, tracking_uri: str, address: str | None,

@@ -83,6 +83,14 @@ def _fail(trial_dir: TrialDir | None, tracker: TrialTracker | None, error: str, 
             None, trial_dir)
 
 
+def held_device(kind: str, gpu_ids: list | None = None) -> str:
+    """What a trial holds, as the driver's progress shows it: "cpu", or "gpu 3" (Ray's GPU ids: the machine's)."""
+    if kind != "cuda":
+        return kind
+    ids = ",".join(str(i) for i in gpu_ids or [])
+    return f"gpu {ids}" if ids else "gpu"
+
+
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable for one mixsweep trial."""
     import ray
@@ -118,7 +126,12 @@ def run_trial(config: dict[str, Any]) -> None:
     if checkpoint is not None:
         _restore_from_ray(checkpoint, trial_dir)
 
-    tracker = TrialTracker(meta, cfg.flat(), trial_id=trial_id, node_id=node_id, device=pick_device(cfg.device).type)
+    kind = pick_device(cfg.device).type
+    tracker = TrialTracker(meta, cfg.flat(), trial_id=trial_id, node_id=node_id, device=kind)
+    try:
+        device = held_device(kind, ray.get_gpu_ids() if kind == "cuda" else None)
+    except Exception:  # noqa: BLE001 - display only
+        device = kind
     logged_before = tracker.last_step
     _backfill(tracker, trial_dir)
     reported = []
@@ -127,7 +140,7 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.log_epoch(int(metrics["epoch"]), metrics)
         if finished:
             tracker.log_artifacts(*trial_dir.artifacts)
-        _report({**metrics, "node_id": node_id, "run_hash": meta.run_hash}, path, trial_dir)
+        _report({**metrics, "node_id": node_id, "run_hash": meta.run_hash, "device": device}, path, trial_dir)
         reported.append(metrics["epoch"])
 
     try:
@@ -153,6 +166,6 @@ def run_trial(config: dict[str, Any]) -> None:
             tracker.log_final(int(last["epoch"]), final)
         tracker.log_artifacts(*trial_dir.artifacts)
         ckpts = trial_dir.list_checkpoints()
-        _report({**last, **final, "node_id": node_id, "run_hash": meta.run_hash}, ckpts[-1][1] if ckpts else None,
-                trial_dir)
+        _report({**last, **final, "node_id": node_id, "run_hash": meta.run_hash, "device": device},
+                ckpts[-1][1] if ckpts else None, trial_dir)
     tracker.finish("FINISHED")
