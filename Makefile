@@ -1,6 +1,6 @@
 # The two commands of the README work on a fresh machine (Python 3.11 + pip only):
 #   make demo   installs, measures label fidelity, runs a real small sweep on the offline dataset (~4 min on 2
-#               cores), prints the report
+#               cores), prints the report's summary (the sweep does, at its end)
 #   make test   installs (with the [cluster] extra: the job tests start a `ray start --head`), lints, runs the
 #               test suite
 # On a GPU node:
@@ -33,7 +33,6 @@ demo: install
 	$(VENV)/bin/mixsweep preview --schemes --out $(RUNS)/preview.png
 	$(VENV)/bin/mixsweep fidelity --presets mixup,cutmix,saliencymix --pairs 2048 --png $(RUNS)/fidelity.png
 	$(VENV)/bin/mixsweep run smoke --storage $(RUNS)
-	$(VENV)/bin/mixsweep report smoke --storage $(RUNS)
 
 bench: install
 	$(PY) bench/saliency.py
