@@ -46,6 +46,7 @@ from saliency import saliency_rows  # noqa: E402
 from train_step import step_rows  # noqa: E402
 
 from orchestrator.tracking import git_commit  # noqa: E402
+from trainables.files import atomic_write_text  # noqa: E402
 from trainables.runtime import keep_freed_memory  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -217,11 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(run_step(name, device, plan, fn))
         s = steps[-1]
         print(f"[gpu-check] step {i}/{len(names)} {name}: {s['status']} in {s['seconds']:.1f} s", flush=True)
-        args.out.write_text(json.dumps(report(steps, device, cuda, plan, started), indent=2, default=str) + "\n")
+        # after every step, atomically: a run cut short (a CUDA fault, the lease ending) keeps what it measured
+        partial = report(steps, device, cuda, plan, started)
+        atomic_write_text(args.out, json.dumps(partial, indent=2, default=str) + "\n")
     data = report(steps, device, cuda, plan, started)
     code = exit_code(steps, args.strict)
     data["exit_code"] = code
-    args.out.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    atomic_write_text(args.out, json.dumps(data, indent=2, default=str) + "\n")
     title = "self-check on the CPU at tiny sizes (not measurements)" if not cuda else "measured"
     print(f"\n## GPU acceptance run — {data['device']}, {title}, {data['seconds']:.0f} s (goal < 8 min)\n")
     print(table(steps, not cuda))

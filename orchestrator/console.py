@@ -28,8 +28,8 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -139,7 +139,6 @@ class SweepLogs:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.errors = 0  #: ERROR records of Ray's loggers in this session (the driver points to the file)
         self._saved: list[tuple[logging.Logger, list, bool, int]] = []
         self._levels: list[tuple[logging.Handler, int]] = []
         self._handler: logging.Handler | None = None
@@ -160,14 +159,13 @@ class SweepLogs:
         handler = logging.FileHandler(self.driver_log, encoding="utf-8", delay=False)
         handler.setFormatter(_Formatter())
         handler.setLevel(logging.DEBUG)
-        counter = _Counter(self)
         self._handler = handler
         handler.stream.write(f"\n==== mixsweep driver pid {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n")
         handler.flush()
         for name in self.QUIET:
             logger = logging.getLogger(name)
             self._saved.append((logger, list(logger.handlers), logger.propagate, logger.level))
-            logger.handlers = [handler, counter]
+            logger.handlers = [handler]
             logger.propagate = False
             if logger.level == logging.NOTSET or logger.level > logging.INFO:
                 logger.setLevel(logging.INFO)
@@ -193,25 +191,6 @@ class SweepLogs:
             self._handler = None
 
 
-class _Counter(logging.Handler):
-    def __init__(self, logs: SweepLogs) -> None:
-        super().__init__(logging.ERROR)
-        self.logs = logs
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.logs.errors += 1
-
-
-@contextmanager
-def quiet_logs(folder: Path | None) -> Iterator[SweepLogs | None]:
-    """`SweepLogs(folder)`, or nothing when `folder` is None."""
-    if folder is None:
-        yield None
-        return
-    with SweepLogs(folder) as logs:
-        yield logs
-
-
 # ----------------------------------------------------------------------------------- worker output
 
 
@@ -234,12 +213,14 @@ class WorkerOutput:
 
     def install(self) -> bool:
         """Take over from Ray's printer; False when this Ray has none to take over (then nothing changed)."""
-        try:
+        try:  # a private API: if a Ray release moves it, Ray's printer stays (noisy, not broken)
             from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
-        except ImportError:
+
+            printers = [pair for pair in list(dispatcher.handlers) if pair[0] == "ray_print_logs"]
+        except Exception:  # noqa: BLE001
+            logging.getLogger("ray").warning("mixsweep: Ray's worker-output printer not found; its output stays on "
+                                             "the terminal")
             return False
-        with dispatcher._lock:
-            printers = [pair for pair in dispatcher.handlers if pair[0] == "ray_print_logs"]
         if not printers:
             return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,7 +235,11 @@ class WorkerOutput:
         """Back to Ray's printer (it prints whatever comes after), the file closed."""
         if self._dispatcher is not None:
             self._dispatcher.remove_handler(self.NAME)
-            if not any(pair[0] == "ray_print_logs" for pair in self._dispatcher.handlers):
+            # only while Ray is still connected: `ray.shutdown` removed its printer, and the next `ray.init` in this
+            # process adds a new one (putting the old one back would print every worker line twice)
+            import ray
+
+            if ray.is_initialized() and not any(pair[0] == "ray_print_logs" for pair in self._dispatcher.handlers):
                 self._dispatcher.add_handler(*self._printer)
             self._dispatcher = None
         with self._lock:
@@ -296,10 +281,9 @@ def _autoscaler_events(lines: list[str]) -> list[str]:
 
 def ray_env() -> None:
     """The environment the driver sets before Ray and Tune start (each only where the user did not set it)."""
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # when Ray's printer is in charge, no line is folded away
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # no experiment box, "View detailed results", TensorBoard hint
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # the JSON/CSV loggers are passed explicitly
 
 
-__all__ = ["DRIVER_LOG", "PLAIN_ENV", "SHOWN", "WORKERS_LOG", "SweepLogs", "Terminal", "WorkerOutput", "quiet_logs",
+__all__ = ["DRIVER_LOG", "PLAIN_ENV", "SHOWN", "WORKERS_LOG", "SweepLogs", "Terminal", "WorkerOutput",
            "ray_env", "terminal", "wants_live"]

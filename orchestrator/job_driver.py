@@ -22,10 +22,10 @@ def main(argv: list[str]) -> int:
     storage, uri = os.environ[ENV_STORAGE], os.environ[ENV_TRACKING]
     if command == "resume":
         return cli_main(["resume", os.environ[ENV_NAME], "--storage", storage])
-    folder = Path(tempfile.mkdtemp(prefix="mixsweep-job-"))
-    spec = folder / f"{os.environ[ENV_NAME]}.yaml"
-    spec.write_text(os.environ[ENV_SPEC])
-    return cli_main(["run", str(spec), "--storage", storage, "--tracking-uri", uri])
+    with tempfile.TemporaryDirectory(prefix="mixsweep-job-") as folder:  # the spec lives on in storage (spec.yaml)
+        spec = Path(folder) / f"{os.environ[ENV_NAME]}.yaml"
+        spec.write_text(os.environ[ENV_SPEC])
+        return cli_main(["run", str(spec), "--storage", storage, "--tracking-uri", uri])
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ else the file `RAY_AUTH_TOKEN_PATH`, else `~/.ray/auth_token`, and sent as `Auth
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -45,6 +46,23 @@ ENV_SPEC, ENV_STORAGE, ENV_TRACKING, ENV_JOB_ID, ENV_COMMAND, ENV_NAME, ENV_ADDR
 TAG_JOB_ID = "mixsweep.job_id"
 JOBS_FILE = "jobs.json"
 PROJECT = Path(__file__).resolve().parent.parent
+
+
+def _server_errors(command):
+    """A command's failure to talk to the job server after it connected (the head went away, a proxy dropped the
+    connection, the server answered 500) as a UserError naming the address, not a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (OSError, RuntimeError) as exc:
+            address = kwargs.get("address", "the cluster")
+            raise UserError(f"talking to the Ray job server at {address} failed: {type(exc).__name__}: "
+                            f"{_first_line(exc)} (is the head still up? mixsweep jobs --address {address} shows "
+                            "what runs there)") from None
+
+    return wrapper
 
 
 # -- the token ------------------------------------------------------------------------------------
@@ -124,7 +142,15 @@ def head_paths(address: str, storage: str | None, tracking_uri: str | None) -> t
                             "itself, not this machine; give the tracking server's address as the cluster sees it")
         from . import tracking
 
-        tracking.check_tracking_uri(uri)
+        try:
+            tracking.check_tracking_uri(uri)
+        except UserError as exc:
+            if _loopback(urlparse(address).hostname):
+                raise
+            # a server on the cluster's private network may be out of this machine's reach: the driver checks it
+            # again on the head (before any trial starts), where it has to be reachable
+            print(f"[mixsweep] warning: {exc}; submitting anyway (the job's driver checks it on the head)",
+                  file=sys.stderr)
     elif uri.startswith("sqlite:///"):
         path = uri[len("sqlite:///"):]
         if not Path(path).is_absolute():
@@ -237,6 +263,7 @@ def _active(client, sweep: str) -> None:
                             f"with: mixsweep logs {job.submission_id} --address ..., or stop it first")
 
 
+@_server_errors
 def submit(ref: str | None, *, address: str, storage: str | None, tracking_uri: str | None, overrides: dict,
            resume: str | None = None, python: str = "python", wait: bool = True, stop_on_interrupt: bool = False,
            out: TextIO | None = None) -> int:
@@ -305,19 +332,45 @@ def _ask_stop() -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
+#: a log stream that breaks while the job runs (a proxy's timeout, a dashboard restart) is reopened this many times
+REOPEN = 5
+
+
+def _stream(client, job_id: str, detached: threading.Event, printed: list[int]) -> BaseException | None:
+    """One log stream, in a thread of its own (Ctrl+C lands in this one, outside asyncio's own SIGINT handling,
+    which, interrupted, leaves a KeyboardInterrupt pending for Ray's atexit hook); what broke it, if anything."""
+    broke: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(_tail(client, job_id, detached, printed))
+        except Exception as exc:  # noqa: BLE001 - the follower decides (reopen, or say the job ended)
+            broke.append(exc)
+
+    tail = threading.Thread(target=run, daemon=True, name="mixsweep-logs")
+    tail.start()
+    while tail.is_alive():
+        tail.join(0.2)
+    return broke[0] if broke else None
+
+
 def follow(client, job_id: str, *, stop_on_interrupt: bool = False, out: TextIO | None = None,
            address: str = "ADDRESS", printed: list[int] | None = None) -> int:
-    """Print the job's logs until it ends; its exit code. Ctrl+C: stop the job or detach (asked on a terminal)."""
+    """Print the job's logs until it ends; its exit code. Ctrl+C: stop the job or detach (asked on a terminal).
+    A stream that ends while the job still runs is reopened where it stopped (`REOPEN` times in a row)."""
     out = out or sys.stderr
-    # the logs stream in a thread of their own: Ctrl+C lands in this one, outside asyncio's own SIGINT handling
-    # (which, interrupted, leaves a KeyboardInterrupt pending for Ray's atexit hook)
     detached, printed = threading.Event(), printed if printed is not None else [0]
-    tail = threading.Thread(target=lambda: asyncio.run(_tail(client, job_id, detached, printed)), daemon=True,
-                            name="mixsweep-logs")
     try:
-        tail.start()
-        while tail.is_alive():
-            tail.join(0.2)
+        for attempt in range(REOPEN + 1):
+            broke = _stream(client, job_id, detached, printed)
+            info = _wait_terminal(client, job_id, timeout=10.0)  # the stream ends with the job; its state lags
+            if info.status.is_terminal():
+                break
+            time.sleep(min(2.0 ** attempt, 10.0))
+        else:
+            why = f" ({type(broke).__name__}: {_first_line(broke)})" if broke else ""
+            raise UserError(f"lost the log stream of job {job_id} at {address}{why}; the job still runs there: "
+                            f"follow again with mixsweep logs {job_id} --address {address}")
     except KeyboardInterrupt:
         detached.set()
         if stop_on_interrupt or _ask_stop():
@@ -328,10 +381,18 @@ def follow(client, job_id: str, *, stop_on_interrupt: bool = False, out: TextIO 
         print(f"[mixsweep] detached; job {job_id} keeps running on the cluster (mixsweep logs {job_id} "
               f"--address {address})", file=out)
         return 0
-    info = _wait_terminal(client, job_id)
-    message = (info.message or "").splitlines()[0] if info.message else ""
-    print(f"[mixsweep] job {job_id}: {info.status.value}{f' ({message})' if message else ''}", file=out)
+    print(f"[mixsweep] job {job_id}: {info.status.value}{_message(info)}", file=out)
     return exit_code(info)
+
+
+def _first_line(value: object) -> str:
+    return (str(value or "").strip().splitlines() or [""])[0][:300]
+
+
+def _message(job) -> str:
+    """The first line of a job's message, as " (...)", or nothing."""
+    line = _first_line(job.message)
+    return f" ({line})" if line else ""
 
 
 def _wait_terminal(client, job_id: str, timeout: float = 30.0):
@@ -356,6 +417,7 @@ def find_job(client, name: str):
     return of_sweep[-1]
 
 
+@_server_errors
 def logs(name: str, *, address: str, follow_logs: bool = True, out: TextIO | None = None) -> int:
     client = connect(address)
     job = find_job(client, name)
@@ -365,6 +427,7 @@ def logs(name: str, *, address: str, follow_logs: bool = True, out: TextIO | Non
     return follow(client, job.submission_id, out=out, address=address)
 
 
+@_server_errors
 def stop(name: str, *, address: str, wait: bool = True, out: TextIO | None = None) -> int:
     """Stop a job gracefully: its driver gets SIGTERM (trials keep their checkpoints, runs KILLED)."""
     out = out or sys.stderr
@@ -378,6 +441,10 @@ def stop(name: str, *, address: str, wait: bool = True, out: TextIO | None = Non
           flush=True)
     if wait:
         info = _wait_terminal(client, job.submission_id, timeout=STOP_WAIT_S + 10)
+        if not info.status.is_terminal():
+            print(f"[mixsweep] job {job.submission_id} is still {info.status.value} after {STOP_WAIT_S + 10} s; see "
+                  f"mixsweep logs {job.submission_id} --address {address}", file=out)
+            return 1
         print(f"[mixsweep] job {job.submission_id}: {info.status.value}; continue it with: mixsweep submit --resume "
               f"{job.metadata.get(META_SWEEP)} --address {address}", file=out)
     return 0
@@ -395,6 +462,7 @@ def _duration(job) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+@_server_errors
 def list_jobs(*, address: str, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     client = connect(address)
@@ -415,9 +483,8 @@ def job_line(name: str, address: str) -> str:
         job = find_job(client, name)
     except UserError as exc:
         return f"job: {exc}"
-    message = (job.message or "").splitlines()[0] if job.status.is_terminal() and job.message else ""
     line = (f"job {job.submission_id}: {job.status.value}, started {_when(job.start_time)}, {_duration(job)}"
-            f"{f' ({message})' if message else ''}")
+            f"{_message(job) if job.status.is_terminal() else ''}")
     if job.status.value in ("STOPPED", "FAILED"):
         line += f"; to continue: mixsweep submit --resume {job.metadata.get(META_SWEEP)} --address {address}"
     return line

@@ -157,9 +157,9 @@ def ray_connection(address: str | None, paths: SweepPaths, on_worker_line=None) 
     # log_to_driver: the workers' output comes here, for `WorkerOutput`; the "ray" logger keeps the handlers the
     # session gave it (driver.log; configure_logging=False would remove them)
     workers = WorkerOutput(paths.logs / WORKERS_LOG, forward=on_worker_line)
+    target = address or os.environ.get("RAY_ADDRESS")  # RAY_ADDRESS: set inside a Ray job
     try:
         try:
-            target = address or os.environ.get("RAY_ADDRESS")  # RAY_ADDRESS: set inside a Ray job
             if target:  # an existing cluster: its workers get the MLflow settings through the runtime_env
                 ray.init(address=target, runtime_env=_worker_env(), log_to_driver=True)
             else:
@@ -168,7 +168,7 @@ def ray_connection(address: str | None, paths: SweepPaths, on_worker_line=None) 
                 # children of this process and inherit its environment
                 ray.init(address="local", include_dashboard=False, log_to_driver=True)
         except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise UserError(f"cannot connect to Ray at {address or 'a new local instance'}: {exc}") from None
+            raise UserError(f"cannot connect to Ray at {target or 'a new local instance'}: {exc}") from None
         workers.install()
         record_driver(paths, address)
         yield

@@ -64,7 +64,6 @@ class Row:
     current: float | None = None  #: last test/top1_err
     final: float | None = None  #: the sweep metric when the trial finished
     error: str = ""
-    node: str = ""
     device: str = ""  #: what the trial holds ("cpu", "gpu 0"), as it reported it
     host: str = ""  #: the node's IP, as Ray reported it
     pid: int | None = None  #: the process that runs it (names its worker lines)
@@ -165,12 +164,6 @@ class Progress(Callback):
                                             epochs=self.epochs.get(key) or _epochs_of(trial))
         return self.rows[trial.trial_id]
 
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for row in self.rows.values():
-            out[row.status] = out.get(row.status, 0) + 1
-        return out
-
     def snapshot(self, now: float | None = None) -> Snapshot:
         """The rows, counts, epochs and ETA at monotonic time `now` (default: now)."""
         now = time.monotonic() if now is None else now
@@ -259,7 +252,6 @@ class Progress(Callback):
         if result.get("fatal") and self.fatal is None:
             self.fatal = str(result["fatal"])
             self._say(f"{row.name}: {self.fatal}; stopping the sweep")
-        row.node = str(result.get("node_id", ""))[:8]
         row.device = str(result.get("device", row.device) or "")
         row.host = str(result.get("node_ip", row.host) or "")
         if isinstance(result.get("pid"), int):
@@ -324,10 +316,6 @@ class Progress(Callback):
         if self._display is not None:
             self._display.stop()
             self._display = None
-
-    def say(self, text: str) -> None:
-        """A `[mixsweep]` line of the driver's, above the live table when one is shown."""
-        self._say(text)
 
     def name_of(self, pid: Any, line: str = "") -> str | None:
         """The trial a worker's line is about: the one whose run_hash it names, else the running trial of that

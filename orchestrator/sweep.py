@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import io
 import logging
+import os
 import re
 import shutil
 import sys
@@ -28,7 +29,7 @@ from trainables.mixing.lazy import lazy_import
 from trainables.trialdir import TrialState
 
 from . import mlflow_views, tracking
-from .console import quiet_logs, terminal, wants_live
+from .console import SweepLogs, terminal, wants_live
 from .errors import UserError
 from .jobs import record_job, resume_hint
 from .launch import (
@@ -254,7 +255,7 @@ class SweepSession:
         """
         try:
             self.check()
-            with sweep_lock(self.paths, "run"), quiet_logs(self.paths.logs):  # Ray's and MLflow's chatter: logs/
+            with sweep_lock(self.paths, "run"), SweepLogs(self.paths.logs):  # Ray's and MLflow's chatter: logs/
                 self.prepare()
                 plan = self.plan()
                 if plan is None:
@@ -310,7 +311,7 @@ class SweepSession:
     def check(self) -> None:
         """Refuse what cannot work before anything is written (UserError)."""
         spec = self.spec
-        check_address(self.address)
+        check_address(self.address or os.environ.get("RAY_ADDRESS"))  # Ray reads RAY_ADDRESS when no --address
         if not self.grid or spec.scheduler == "asha":
             per_epoch_metric(spec.metric)
         tracking.check_tracking_uri(self.tracking_uri, require_folder=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,18 @@ import gpu_check  # noqa: E402
 def test_make_gpu_check_without_cuda(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
     # -o install: the interpreter running this suite is installed already; PY: that interpreter
-    proc = subprocess.run(["make", "-C", str(REPO), "--no-print-directory", "-o", "install", "gpu-check",
-                           f"PY={sys.executable}", f"RUNS={tmp_path}"], capture_output=True, text=True, env=env,
-                          timeout=240)
+    # a session of its own: on a timeout, make and everything under it (the script, its pytest, the packing
+    # workers) are killed together, not left running into the next tests
+    make = subprocess.Popen(["make", "-C", str(REPO), "--no-print-directory", "-o", "install", "gpu-check",
+                             f"PY={sys.executable}", f"RUNS={tmp_path}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        stdout, stderr = make.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(make.pid, signal.SIGKILL)
+        make.communicate()
+        raise
+    proc = subprocess.CompletedProcess(make.args, make.returncode, stdout, stderr)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[gpu-check] no CUDA device" in proc.stdout
     data = json.loads((tmp_path / "gpu_check.json").read_text())

@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,8 +22,27 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PORTS = {"gcs": 6479, "dashboard": 8365, "client": 10101}
-ADDRESS = f"http://127.0.0.1:{PORTS['dashboard']}"
+
+
+def _free_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """Distinct ports nothing listens on now (all bound at once, then released): another Ray on this machine (a
+    default one holds 6379, 8265, 52365, ...) or a head left by a cancelled run cannot collide with this head."""
+    socks = [socket.socket() for _ in names]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return {name: sock.getsockname()[1] for name, sock in zip(names, socks)}
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+#: every port the head opens, by its `ray start` option, and one that nothing listens on ("unreachable")
+PORTS = _free_ports(("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
+                     "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port", "node-manager-port",
+                     "object-manager-port", "closed"))
+CLOSED_PORT = PORTS.pop("closed")
+ADDRESS = f"http://127.0.0.1:{PORTS['dashboard-port']}"
 SPEC = textwrap.dedent("""\
     name: {name}
     base:
@@ -50,11 +70,11 @@ def _head_processes(temp_dir: str) -> list:
     only that), and their descendants."""
     import psutil
 
-    marks = (temp_dir, f":{PORTS['gcs']}")
+    gcs = f":{PORTS['port']}"
     found = {}
     for proc in psutil.process_iter(["pid", "cmdline"]):
         try:
-            if any(mark in part for part in proc.info["cmdline"] or [] for mark in marks):
+            if any(temp_dir in part or part.endswith(gcs) for part in proc.info["cmdline"] or []):
                 found[proc.pid] = proc
                 for child in proc.children(recursive=True):
                     found[child.pid] = child
@@ -86,9 +106,9 @@ def head():
     env.pop("RAY_AUTH_TOKEN", None)
     env.pop("RAY_ADDRESS", None)
     ray = str(Path(sys.executable).parent / "ray")
-    cmd = [ray, "start", "--head", "--num-cpus=2", f"--port={PORTS['gcs']}", "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={PORTS['dashboard']}", f"--ray-client-server-port={PORTS['client']}",
-           "--min-worker-port=20002", "--max-worker-port=20999", "--disable-usage-stats", f"--temp-dir={temp_dir}"]
+    cmd = [ray, "start", "--head", "--num-cpus=2", "--dashboard-host=127.0.0.1", "--min-worker-port=20002",
+           "--max-worker-port=20999", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+           *(f"--{option}={port}" for option, port in PORTS.items())]
     started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     try:
         assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
@@ -108,6 +128,20 @@ def head():
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _failed_tests_leave_no_job_running(request):
+    """A test that failed before its job ended: stop the job, so that it does not hold the head's two CPUs
+    while the next tests wait for theirs."""
+    failed = request.session.testsfailed
+    yield
+    if request.session.testsfailed == failed or "head" not in request.fixturenames:
+        return
+    env = request.getfixturevalue("head")[0]
+    for line in mixsweep(env, "jobs", "--address", ADDRESS).stdout.splitlines():
+        if line.startswith("mixsweep-") and line.split()[2] in ("PENDING", "RUNNING"):
+            mixsweep(env, "stop", line.split()[0], "--address", ADDRESS)
 
 
 def mixsweep(env: dict, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -193,7 +227,7 @@ def test_relative_storage_and_unreachable_head_are_errors(head, tmp_path):
     spec = str(_spec(tmp_path, "jobpaths"))
     out = mixsweep(env, "submit", spec, "--address", ADDRESS, "--storage", "runs")
     assert out.returncode == 2 and "absolute" in out.stderr
-    out = mixsweep(env, "submit", spec, "--address", "http://127.0.0.1:8366", "--storage", str(tmp_path))
+    out = mixsweep(env, "submit", spec, "--address", f"http://127.0.0.1:{CLOSED_PORT}", "--storage", str(tmp_path))
     assert out.returncode == 2 and "cannot reach" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -241,8 +275,10 @@ def test_a_killed_driver_is_resumed_by_submit_resume(head, tmp_path):
         p.info["cmdline"] or []) and str(storage) in (p.environ().get("MIXSWEEP_STORAGE", ""))]
     assert len(drivers) == 1
     drivers[0].kill()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and "FAILED" not in mixsweep(env, "jobs", "--address", ADDRESS).stdout:
+    deadline = time.monotonic() + 60  # until Ray's job supervisor noticed (this job's line, not an earlier test's)
+    while time.monotonic() < deadline and not any(
+            line.startswith("mixsweep-jobkill-") and "FAILED" in line
+            for line in mixsweep(env, "jobs", "--address", ADDRESS).stdout.splitlines()):
         time.sleep(1)
     status = mixsweep(env, "status", "jobkill", "--address", ADDRESS, "--storage", str(storage))
     assert "FAILED" in status.stdout and "submit --resume jobkill" in status.stdout, status.stdout
@@ -285,23 +321,43 @@ class Terminal:
         os.write(self.master, answer.encode() + b"\n")
 
     def close(self, timeout: float) -> int:
+        """The exit code, reading the output meanwhile (a full pty buffer would block the process's writes)."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self.wait_for("\0", 0.2)
         self.wait_for("\0", 0.5)
-        code = self.proc.wait(timeout)
-        self.wait_for("\0", 0.5)
-        os.close(self.master)
-        return code
+        self.kill()
+        return self.proc.wait(5)
+
+    def kill(self) -> None:
+        """Kill the process if it still runs, close the pty (idempotent; the test's clean-up)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
 
 
-def test_ctrl_c_on_a_terminal_asks_detach_or_stop(head, tmp_path):
+@pytest.fixture
+def terminals():
+    """The `Terminal`s a test opens, killed and closed when it ends (also when an assertion failed)."""
+    opened: list[Terminal] = []
+    yield lambda *args: opened.append(Terminal(*args)) or opened[-1]
+    for term in opened:
+        term.kill()
+
+
+def test_ctrl_c_on_a_terminal_asks_detach_or_stop(head, tmp_path, terminals):
     env, _ = head
     storage = tmp_path / "runs"
-    term = Terminal(env, "submit", str(_spec(tmp_path, "jobtty", epochs=40, train=512)), "--address", ADDRESS,
-                    "--storage", str(storage), "--python", sys.executable)
+    # never resumed: far more epochs than the test lasts, so the job is still running when it is stopped
+    term = terminals(env, "submit", str(_spec(tmp_path, "jobtty", epochs=500, train=512)), "--address", ADDRESS,
+                     "--storage", str(storage), "--python", sys.executable)
     assert term.wait_for("2 trials started", 120), term.text[-3000:]
     term.interrupt_and_answer("n")  # detach: the job keeps running
     assert term.close(60) == 0 and "detached" in term.text, term.text[-2000:]
     assert "RUNNING" in mixsweep(env, "status", "jobtty", "--address", ADDRESS, "--storage", str(storage)).stdout
-    term = Terminal(env, "logs", "jobtty", "--address", ADDRESS)  # come back, then stop it
+    term = terminals(env, "logs", "jobtty", "--address", ADDRESS)  # come back, then stop it
     assert term.wait_for("epoch", 60), term.text[-3000:]
     term.interrupt_and_answer("y")
     assert term.close(180) == 130 and "STOPPED" in term.text, term.text[-2000:]
