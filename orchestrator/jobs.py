@@ -176,9 +176,9 @@ def entrypoint(python: str, command: str) -> str:
 
 def runtime_env(env_vars: dict[str, str]) -> dict[str, Any]:
     """The code (`shipped_code`) and the driver's environment."""
-    from trainables.tracking import HTTP_DEFAULTS
+    from trainables.tracking import http_settings
 
-    env = {key: os.environ.get(key, value) for key, value in HTTP_DEFAULTS.items()}
+    env = http_settings()
     env.update({"RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S), "PYTHONUNBUFFERED": "1",
                 "RAY_USAGE_STATS_ENABLED": "0"}, **env_vars)
     return {**shipped_code(), "env_vars": env}

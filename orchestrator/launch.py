@@ -24,7 +24,7 @@ from trainables.data import build_dataset, dataset_options
 from trainables.files import atomic_write_text, disk_full
 from trainables.meta import TrialMeta
 from trainables.mixing.lazy import lazy_import
-from trainables.tracking import HTTP_DEFAULTS
+from trainables.tracking import http_settings
 
 from .errors import UserError
 from .search import optuna_search, per_epoch_metric
@@ -193,7 +193,7 @@ def _worker_env() -> dict[str, Any]:
     and refuses a variable set in both: the job's own values stay, the rest are added."""
     job = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
     in_job = ((job.get("runtime_env") or {}).get("env_vars") or {}) if isinstance(job, dict) else {}
-    return {"env_vars": {key: os.environ.get(key, value) for key, value in HTTP_DEFAULTS.items() if key not in in_job}}
+    return {"env_vars": {key: value for key, value in http_settings().items() if key not in in_job}}
 
 
 def _quiet_about_full_disks(logger_name: str) -> None:

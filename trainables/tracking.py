@@ -46,6 +46,12 @@ def apply_http_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+def http_settings() -> dict[str, str]:
+    """The MLflow HTTP settings for processes that do not inherit this one's environment (a cluster's workers):
+    the user's where set here, else `HTTP_DEFAULTS`."""
+    return {key: os.environ.get(key, value) for key, value in HTTP_DEFAULTS.items()}
+
+
 @contextmanager
 def store_lock(uri: str) -> Iterator[None]:
     """Hold `<db>.lock` next to a sqlite store: MLflow creates and migrates the schema when a process
