@@ -75,3 +75,48 @@ def test_run_trial_under_local_ray(tmp_path):
     finally:
         ray.shutdown()
         mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.slow
+def test_an_epoch_whose_metrics_line_was_cut_off_still_reaches_mlflow(tmp_path):
+    """A full disk (or a kill) after epoch 2's checkpoint but before its metrics.jsonl line: the resumed trial
+    rewrites metrics.jsonl from the checkpoint, and MLflow gets epochs 1, 2, 3 - each once."""
+    import json
+
+    import mlflow
+    import ray
+    from mlflow.tracking import MlflowClient
+
+    from trainables.train import train
+    from trainables.trialdir import TrialDir
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("t", artifact_location=(tmp_path / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"mixsweep.role": "sweep"}).info.run_id
+    workdir = tmp_path / "trials" / "h0"
+    config = {**TINY, "epochs": 3, "mix.preset": "cutmix"}
+
+    class Cut(Exception):
+        pass
+
+    def stop_after_two(metrics, path, finished):
+        if metrics["epoch"] == 2:
+            raise Cut
+
+    with pytest.raises(Cut):  # the first run: epochs 1 and 2 done, no MLflow
+        train(config, workdir=workdir, on_epoch=stop_after_two, verbose=False, owned=True)
+    trial = TrialDir(workdir)
+    assert [m["epoch"] for m in trial.read_metrics()] == [1, 2]
+    trial.metrics.write_text(json.dumps(trial.read_metrics()[0]) + "\n")  # epoch 2's line lost
+    meta = {"sweep": "t", "run_hash": "h0", "config_hash": "c0", "workdir": str(workdir), "tracking_uri": uri,
+            "experiment_id": exp, "sweep_run_id": parent, "git_commit": "abc"}
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        results = _tune([{"config": config, "meta": meta}], tmp_path / "ray", "resumed")
+        assert results.num_errors == 0
+    finally:
+        ray.shutdown()
+        mlflow.set_tracking_uri(None)
+    (run,) = client.search_runs([exp], filter_string="tags.`mixsweep.role` = 'trial'")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "test/top1_err")] == [1, 2, 3]

@@ -66,7 +66,8 @@ def _report(metrics: dict[str, Any], checkpoint_file: Path | None, trial_dir: Tr
 
 
 def _backfill(tracker: TrialTracker, trial_dir: TrialDir) -> None:
-    """Log epochs present in metrics.jsonl but missing from MLflow (e.g. killed between the two)."""
+    """Log epochs present in metrics.jsonl but missing from MLflow (e.g. killed between the two; MLflow's own
+    last step says which: an epoch is logged once)."""
     if tracker.active:
         for m in trial_dir.read_metrics():
             tracker.log_epoch(int(m["epoch"]), m)
@@ -133,10 +134,12 @@ def run_trial(config: dict[str, Any]) -> None:
     except Exception:  # noqa: BLE001 - display only
         device = kind
     logged_before = tracker.last_step
-    _backfill(tracker, trial_dir)
     reported = []
 
     def on_epoch(metrics: dict[str, float], path: Path, finished: bool) -> None:
+        # the epochs before this one first: metrics.jsonl is complete only now (training rewrites it from the
+        # checkpoint it resumed, which may hold an epoch whose metrics line a full disk or a kill cut off)
+        _backfill(tracker, trial_dir)
         tracker.log_epoch(int(metrics["epoch"]), metrics)
         if finished:
             tracker.log_artifacts(*trial_dir.artifacts)
@@ -161,6 +164,7 @@ def run_trial(config: dict[str, Any]) -> None:
         tracker.finish("FAILED", f"{type(exc).__name__}: {exc}")
         raise
     if not reported:  # already finished: re-report the final result and its checkpoint
+        _backfill(tracker, trial_dir)  # every epoch line, as rewritten from the last checkpoint
         last = trial_dir.read_metrics()[-1]
         if logged_before < last["epoch"]:  # MLflow has not seen the last epoch's final metrics yet
             tracker.log_final(int(last["epoch"]), final)
