@@ -515,14 +515,15 @@ def record_job(mlflow_client, sweep_run_id: str, paths) -> None:
         jobs = []
     if not any(j.get("job_id") == job_id for j in jobs):
         jobs.append({"job_id": job_id, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                     "command": os.environ.get(ENV_COMMAND, "")})
+                     "command": os.environ.get(ENV_COMMAND, ""), "address": os.environ.get(ENV_ADDRESS, "")})
         atomic_write_text(file, json.dumps(jobs, indent=1) + "\n")
 
 
-def last_job(paths) -> str | None:
-    """The id of the newest job recorded in `<sweep>/jobs.json`, None when the sweep never ran as a job."""
+def last_job(paths) -> tuple[str, str] | None:
+    """(id, job server address as submitted to) of the newest job in `<sweep>/jobs.json`; None when the sweep
+    never ran as a job."""
     try:
         jobs = json.loads((paths.root / JOBS_FILE).read_text())
-        return str(jobs[-1]["job_id"]) if jobs else None
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return (str(jobs[-1]["job_id"]), str(jobs[-1].get("address") or "http://HEAD:8265")) if jobs else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
         return None

@@ -58,7 +58,7 @@ def sweep_status(name: str, *, storage: Path, out: TextIO | None = None) -> int:
           f"{_driver_note(paths)}", file=out)
     job = last_job(paths)
     if job:  # a submitted sweep: its job's own state is on the cluster
-        print(f"  last Ray job: {job} (its state: mixsweep status {name} --address http://HEAD:8265)", file=out)
+        print(f"  last Ray job: {job[0]} (its state: mixsweep status {name} --address {job[1]})", file=out)
     print(f"  {'trial':44s} {'state':9s} {'epochs':>7s} {'mlflow':9s} {state.metric:>16s}", file=out)
     stopped = set(state.stopped)  # by ASHA: ended, though its workdir has no final result
     for t in state.trials:

@@ -187,6 +187,8 @@ def test_submit_follows_to_the_end(head, tmp_path):
     assert job_id.startswith("mixsweep-jobe2e-") and job_id in (storage / "jobe2e" / "jobs.json").read_text()
     listed = mixsweep(env, "jobs", "--address", ADDRESS)
     assert job_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    status = mixsweep(env, "status", "jobe2e", "--storage", str(storage))  # the storage alone names the job
+    assert f"last Ray job: {job_id} (its state: mixsweep status jobe2e --address {ADDRESS})" in status.stdout
 
 
 def test_bad_spec_is_never_submitted(head, tmp_path):
