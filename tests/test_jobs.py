@@ -15,11 +15,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
+
+from .reliability_helpers import write_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,24 +44,6 @@ PORTS = _free_ports(("port", "dashboard-port", "ray-client-server-port", "dashbo
                      "object-manager-port", "closed"))
 CLOSED_PORT = PORTS.pop("closed")
 ADDRESS = f"http://127.0.0.1:{PORTS['dashboard-port']}"
-SPEC = textwrap.dedent("""\
-    name: {name}
-    base:
-      dataset: synthetic_salient
-      data.train_size: {train}
-      data.test_size: 64
-      model: small_cnn
-      model.width: 8
-      epochs: {epochs}
-      batch_size: 32
-      eval.robust_size: 32
-      workers: 0
-      device: cpu
-    factors:
-      mix.preset: [none, cutmix]
-    seeds: 1
-    resources: {{cpu: 1}}
-    """)
 
 pytestmark = pytest.mark.slow
 
@@ -149,10 +132,9 @@ def mixsweep(env: dict, *args: str, timeout: int = 600) -> subprocess.CompletedP
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
-def _spec(tmp_path: Path, name: str, epochs: int = 2, train: int = 128) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(SPEC.format(name=name, epochs=epochs, train=train))
-    return path
+def _spec(tmp_path: Path, name: str, epochs: int = 2, train: int = 128, factors: str = "mix.preset: [none, cutmix]"
+          ) -> Path:
+    return write_spec(tmp_path / f"{name}.yaml", name, epochs=epochs, train_size=train, factors=factors, seeds=1)
 
 
 def _runs(storage: Path) -> list:
@@ -194,8 +176,7 @@ def test_submit_follows_to_the_end(head, tmp_path):
 def test_bad_spec_is_never_submitted(head, tmp_path):
     env, _ = head
     before = _job_count(env)
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(SPEC.format(name="jobbad", epochs=2, train=128).replace("[none, cutmix]", "[none, cutmx]"))
+    bad = _spec(tmp_path, "jobbad", factors="mix.preset: [none, cutmx]")
     out = mixsweep(env, "submit", str(bad), "--address", ADDRESS, "--storage", str(tmp_path / "runs"))
     assert out.returncode == 2 and "cutmx" in out.stderr and "Traceback" not in out.stderr
     assert _job_count(env) == before
