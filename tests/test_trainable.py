@@ -120,3 +120,4 @@ def test_an_epoch_whose_metrics_line_was_cut_off_still_reaches_mlflow(tmp_path):
         mlflow.set_tracking_uri(None)
     (run,) = client.search_runs([exp], filter_string="tags.`mixsweep.role` = 'trial'")
     assert [m.step for m in client.get_metric_history(run.info.run_id, "test/top1_err")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "final/top1_err")] == [3]  # with the last

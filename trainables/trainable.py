@@ -65,12 +65,13 @@ def _report(metrics: dict[str, Any], checkpoint_file: Path | None, trial_dir: Tr
         tune.report(clean, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
-def _backfill(tracker: TrialTracker, trial_dir: TrialDir) -> None:
+def _backfill(tracker: TrialTracker, trial_dir: TrialDir, before: int | None = None) -> None:
     """Log epochs present in metrics.jsonl but missing from MLflow (e.g. killed between the two; MLflow's own
     last step says which: an epoch is logged once)."""
     if tracker.active:
         for m in trial_dir.read_metrics():
-            tracker.log_epoch(int(m["epoch"]), m)
+            if before is None or int(m["epoch"]) < before:
+                tracker.log_epoch(int(m["epoch"]), m)
 
 
 def _fail(trial_dir: TrialDir | None, tracker: TrialTracker | None, error: str, epoch: int, node_id: str,
@@ -139,7 +140,7 @@ def run_trial(config: dict[str, Any]) -> None:
     def on_epoch(metrics: dict[str, float], path: Path, finished: bool) -> None:
         # the epochs before this one first: metrics.jsonl is complete only now (training rewrites it from the
         # checkpoint it resumed, which may hold an epoch whose metrics line a full disk or a kill cut off)
-        _backfill(tracker, trial_dir)
+        _backfill(tracker, trial_dir, before=int(metrics["epoch"]))  # this one is logged with what it has here
         tracker.log_epoch(int(metrics["epoch"]), metrics)
         if finished:
             tracker.log_artifacts(*trial_dir.artifacts)
