@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import tracking
 from .errors import UserError
+from .membership import current_hashes
 from .mlflow_views import publish_quietly
 from .spec import is_grid, load_spec
 from .stats import COST_COLUMN, MAX_LISTED_EXCLUDED, FactorSummary, Report, normalize_level, summarize
@@ -360,6 +361,8 @@ def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None)
         runs = tracking.trial_runs(client, state.experiment_id, name)
     except Exception as exc:  # noqa: BLE001 - the store answered /health but fails
         raise UserError(f"MLflow at {uri} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+    current = current_hashes(spec, paths, state.stopped)  # never pool the runs of an earlier version of the spec
+    runs = [r for r in runs if r.data.tags.get(tracking.TAG_RUN_HASH) in current]
     if is_grid(spec):
         factors = spec.factor_levels() or {"sweep": [name]}
         frame = tracking.runs_frame(runs, factors)

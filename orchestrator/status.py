@@ -12,6 +12,7 @@ from . import tracking
 from .errors import UserError
 from .jobs import last_job
 from .launch import check_no_live_driver
+from .membership import retired_count
 from .spec import SweepSpec, expand, is_grid
 from .storage import SweepPaths, SweepState, sweep_paths
 
@@ -44,9 +45,11 @@ def sweep_status(name: str, *, storage: Path, out: TextIO | None = None) -> int:
     state = SweepState.load(paths)
     statuses: dict[str, str] = {}
     metrics: dict[str, float] = {}
+    retired = 0
     try:
         tracking.check_tracking_uri(state.tracking_uri, timeout=3)
         client = tracking.client(state.tracking_uri)
+        retired = retired_count(client, state.experiment_id, name)
         for run in tracking.trial_runs(client, state.experiment_id, name):
             h = run.data.tags.get(tracking.TAG_RUN_HASH)
             statuses[h] = run.info.status
@@ -56,6 +59,9 @@ def sweep_status(name: str, *, storage: Path, out: TextIO | None = None) -> int:
         print(f"(MLflow unavailable: {str(exc)[:200]}; showing the storage view)", file=out)
     print(f"sweep {name} in {paths.storage}: {len(state.trials)} trials, tracking {state.tracking_uri}"
           f"{_driver_note(paths)}", file=out)
+    if retired:
+        print(f"  {retired} MLflow run(s) of configurations the spec no longer has are retired (not shown, not in the "
+              "report)", file=out)
     job = last_job(paths)
     if job:  # a submitted sweep: its job's own state is on the cluster
         print(f"  last Ray job: {job[0]} (its state: mixsweep status {name} --address {job[1]})", file=out)

@@ -14,7 +14,6 @@ import io
 import logging
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterable
@@ -28,7 +27,7 @@ from trainables.metrics import FINAL_ERR
 from trainables.mixing.lazy import lazy_import
 from trainables.trialdir import TrialState
 
-from . import mlflow_views, tracking
+from . import membership, mlflow_views, tracking
 from .console import SweepLogs, terminal, wants_live
 from .errors import UserError
 from .jobs import record_job, resume_hint
@@ -136,26 +135,6 @@ def classify(trials: list[Trial], paths: SweepPaths, finished_in_mlflow: set[str
     return plan
 
 
-def _retire(paths: SweepPaths, client, runs: dict[str, Any], trials: list[Trial], out: TextIO) -> None:
-    """Run failed trials again from scratch: a retry from their checkpoint would diverge the same way.
-
-    The old workdir moves to `<sweep>/retired/`, the old MLflow run keeps its data but gives up
-    its run_hash (tag `mixsweep.role=retired`), so the new attempt gets a run of its own.
-    """
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for t in trials:
-        target = paths.root / "retired" / f"{t.run_hash}-{stamp}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(paths.trial(t.run_hash).folder), target)
-        run = runs.get(t.run_hash)
-        if run is not None:
-            client.set_tag(run.info.run_id, tracking.TAG_ROLE, "retired")
-            client.set_tag(run.info.run_id, tracking.TAG_RUN_HASH, f"{t.run_hash}~{stamp}")
-    if trials:
-        print(f"[mixsweep] retrying {len(trials)} failed trial(s) from scratch; their old folders are in "
-              f"{paths.root / 'retired'}", file=out)
-
-
 def _cleanup_leftovers(paths: SweepPaths, out: TextIO) -> None:
     record = check_no_live_driver(paths)
     if record is None:
@@ -246,6 +225,7 @@ class SweepSession:
         self.runs: dict[str, Any] = {}  #: run_hash -> the trial's MLflow run before this launch (prepare)
         self.failed_before = 0  #: trials that failed for good earlier and are not retried (plan)
         self.launched: dict[str, dict[str, Any]] = {}  #: run_hash -> config of the grid trials launched (plan)
+        self.reconciled = membership.Reconciled()  #: runs retired / restored for this spec (prepare)
 
     def execute(self) -> int:
         """Run what is left of the sweep; the exit code (0 done, 1 failures, 130 stopped).
@@ -259,7 +239,10 @@ class SweepSession:
                 self.prepare()
                 plan = self.plan()
                 if plan is None:
-                    return self._with_links(self.nothing_to_run())
+                    code = self.nothing_to_run()
+                    if self.reconciled.retired or self.reconciled.restored:  # the report counted other runs
+                        self.print_report()
+                    return self._with_links(code)
                 with StopSignals(self.out) as signals:  # held from the end of the run: settling is not cut short
                     progress, completed = self.run(plan, signals)
                     code = self.settle(progress, completed)
@@ -332,6 +315,9 @@ class SweepSession:
         self.client, exp_id, sweep_run = _tracking(spec, paths, self.tracking_uri)
         mlflow_views.publish_quietly(self.client, exp_id, spec, sweep_run, out=self.out)  # saved UI views
         self.trials = expand(spec) if self.grid else []
+        current = membership.current_hashes(spec, paths, old.stopped if old else ())
+        self.reconciled = membership.reconcile_runs(self.client, exp_id, spec, current, spec_hash(spec))
+        membership.say_reconciled(self.reconciled, self.out)
         self.runs = {r.data.tags.get(tracking.TAG_RUN_HASH): r
                      for r in tracking.trial_runs(self.client, exp_id, spec.name)}
         launches = max([old.launches if old else 0] + [int(p.name[7:]) for p in paths.ray.glob("launch-[0-9]*")
@@ -375,7 +361,7 @@ class SweepSession:
         spec, paths = self.spec, self.paths
         plan = classify(self.trials, paths, tracking.finished_hashes(self.runs.values()), set(self.state.stopped),
                         self.retry_failed)
-        _retire(paths, self.client, self.runs, plan.retry, self.out)
+        membership.retire_failed(paths, self.client, self.runs, plan.retry, self.out)
         stale = {t.run_hash for t in plan.finished + plan.failed if _needs_sync(self.runs.get(t.run_hash))}
         if stale:  # e.g. killed between final.json and closing its MLflow run
             sync_trials(paths, self.state, only=stale, launched={t.run_hash: t.config for t in self.trials},
@@ -483,14 +469,16 @@ class SweepSession:
             state = replace(state, stopped=tuple(sorted({*state.stopped, *early})))
         unfinished = (("FAILED", "the trial's process ended without finishing (see the Ray log)") if completed
                       else ("KILLED", f"sweep stopped; resume with: {self.hint}"))
-        launched = {r.run_hash for r in progress.rows.values() if r.run_hash} or set(collect(paths))
+        current = membership.current_hashes(spec, paths, state.stopped)  # not the folders of an earlier spec
+        launched = {r.run_hash for r in progress.rows.values() if r.run_hash} or set(collect(paths)) & current
         stale = {h for h in launched - set(early) if _needs_sync(runs.get(h))}  # runs the trials did not close
         sync_trials(paths, state, only=stale, unfinished=unfinished, launched=self.launched, out=out)
         tracking.mark_unfinished(client, tracking.trial_runs(client, state.experiment_id, spec.name), *unfinished)
         if not self.grid:  # a search's trials are known only once sampled
             state = replace(state, trials=tuple(
                 TrialEntry(h, r.meta.run_name or trial_name(h), "", r.config.get("seed", 0),
-                           {k: r.config.get(k) for k in spec.search.space}) for h, r in sorted(collect(paths).items())))
+                           {k: r.config.get(k) for k in spec.search.space}) for h, r in sorted(collect(paths).items())
+                if h in current))
         state.save(paths)  # before anything is printed: a retry of this function prints it once
         self.state = state
         if not completed:

@@ -25,6 +25,7 @@ from trainables.trialdir import TrialDir, TrialState, read_config
 from . import tracking
 from .errors import UserError
 from .launch import check_no_live_driver
+from .membership import current_hashes
 from .spec import expand, is_grid, load_spec
 from .storage import SweepPaths, SweepState, sweep_lock, sweep_paths
 
@@ -198,13 +199,23 @@ def sync_sweep(name: str, *, storage: Path, out: TextIO | None = None) -> int:
     hint = f"not finished; continue with: mixsweep resume {name} --storage {storage}"
     stopped = set(state.stopped)
     with sweep_lock(paths, "sync"):
-        result = sync_trials(paths, state, skip=stopped, unfinished=("KILLED", hint), launched=launched_configs(paths),
-                             out=out)
+        current = _current(paths, state)  # not the trials of an earlier version of the spec
+        result = sync_trials(paths, state, only=current, skip=stopped, unfinished=("KILLED", hint),
+                             launched=launched_configs(paths), out=out)
         ended = all(t.run_hash in stopped or paths.trial(t.run_hash).state() in ENDED for t in state.trials)
         tracking.client(uri).set_terminated(state.sweep_run_id, "FINISHED" if ended else "KILLED")
     print(f"[mixsweep] synced {result.synced} trial(s) of {name} into {uri}: {result.epochs} epoch(s) back-filled"
           + (f"; {len(result.unreadable)} skipped (see above)" if result.unreadable else ""), file=out)
     return 1 if result.unreadable else 0
+
+
+def _current(paths: SweepPaths, state: SweepState) -> set[str]:
+    """The run_hashes of the sweep's spec as it stands (a grid's are in sweep.json when spec.yaml cannot be read)."""
+    try:
+        spec = load_spec(paths.spec)
+    except UserError:
+        return {t.run_hash for t in state.trials}
+    return current_hashes(spec, paths, state.stopped)
 
 
 def launched_configs(paths: SweepPaths) -> dict[str, dict[str, Any]]:

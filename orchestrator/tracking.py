@@ -125,17 +125,23 @@ def ensure_sweep_run(mlflow_client, experiment_id: str, spec, spec_hash: str, pa
     return run_id
 
 
-def trial_runs(mlflow_client, experiment_id: str, sweep: str) -> list:
-    """Every trial run of the sweep (all pages)."""
+def sweep_runs(mlflow_client, experiment_id: str, sweep: str, role: str | None = "trial") -> list:
+    """The sweep's runs of `role` (`trial`, `retired`; None: both, not the sweep run), all pages."""
+    roles = f"tags.`{TAG_ROLE}` = '{role}'" if role else f"tags.`{TAG_ROLE}` != 'sweep'"
     out, token = [], None
     while True:
         page = mlflow_client.search_runs(
-            [experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_ROLE}` = 'trial'",
+            [experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and {roles}",
             max_results=1000, page_token=token)
         out.extend(page)
         token = page.token
         if not token:
             return out
+
+
+def trial_runs(mlflow_client, experiment_id: str, sweep: str) -> list:
+    """Every trial run of the sweep (all pages); retired runs are not trial runs."""
+    return sweep_runs(mlflow_client, experiment_id, sweep, role="trial")
 
 
 def finished_hashes(runs: Iterable) -> set[str]:
