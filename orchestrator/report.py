@@ -352,6 +352,7 @@ def report_sweep(name: str, *, storage: Path, out_dir: str | Path | None = None)
     uri = state.tracking_uri
     tracking.check_tracking_uri(uri)
     client = tracking.client(uri)
+    tracking.check_sweep_store(client, state, spec.experiment, storage)
     out = Path(out_dir).resolve() if out_dir else paths.report
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from .errors import UserError
 from .jobs import last_job
 from .launch import check_no_live_driver
 from .membership import retired_count
-from .spec import SweepSpec, expand, is_grid
+from .spec import SweepSpec, expand, is_grid, load_spec
 from .storage import SweepPaths, SweepState, sweep_paths
 
 
@@ -49,12 +49,15 @@ def sweep_status(name: str, *, storage: Path, out: TextIO | None = None) -> int:
     try:
         tracking.check_tracking_uri(state.tracking_uri, timeout=3)
         client = tracking.client(state.tracking_uri)
+        tracking.check_sweep_store(client, state, load_spec(paths.spec).experiment, storage)
         retired = retired_count(client, state.experiment_id, name)
         for run in tracking.trial_runs(client, state.experiment_id, name):
             h = run.data.tags.get(tracking.TAG_RUN_HASH)
             statuses[h] = run.info.status
             if state.metric in run.data.metrics:
                 metrics[h] = run.data.metrics[state.metric]
+    except UserError as exc:  # e.g. a store that no longer holds the sweep: said whole
+        print(f"(MLflow: {exc}; showing the storage view)", file=out)
     except Exception as exc:  # noqa: BLE001 - status still works from the storage alone
         print(f"(MLflow unavailable: {str(exc)[:200]}; showing the storage view)", file=out)
     print(f"sweep {name} in {paths.storage}: {len(state.trials)} trials, tracking {state.tracking_uri}"

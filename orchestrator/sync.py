@@ -199,6 +199,7 @@ def sync_sweep(name: str, *, storage: Path, out: TextIO | None = None) -> int:
     hint = f"not finished; continue with: mixsweep resume {name} --storage {storage}"
     stopped = set(state.stopped)
     with sweep_lock(paths, "sync"):
+        tracking.check_sweep_store(tracking.client(uri), state, _experiment(paths), storage)
         current = _current(paths, state)  # not the trials of an earlier version of the spec
         result = sync_trials(paths, state, only=current, skip=stopped, unfinished=("KILLED", hint),
                              launched=launched_configs(paths), out=out)
@@ -207,6 +208,11 @@ def sync_sweep(name: str, *, storage: Path, out: TextIO | None = None) -> int:
     print(f"[mixsweep] synced {result.synced} trial(s) of {name} into {uri}: {result.epochs} epoch(s) back-filled"
           + (f"; {len(result.unreadable)} skipped (see above)" if result.unreadable else ""), file=out)
     return 1 if result.unreadable else 0
+
+
+def _experiment(paths: SweepPaths) -> str:
+    """The MLflow experiment of the sweep's spec; UserError when spec.yaml cannot be read (then nothing is written)."""
+    return load_spec(paths.spec).experiment
 
 
 def _current(paths: SweepPaths, state: SweepState) -> set[str]:

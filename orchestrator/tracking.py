@@ -96,6 +96,42 @@ def ensure_experiment(mlflow_client, name: str, artifact_root: Path | None) -> s
         return mlflow_client.create_experiment(name, artifact_location=location)
 
 
+def check_sweep_store(mlflow_client, state, experiment: str, storage: Path) -> None:
+    """Make sure the store still holds the sweep `state` describes before anything reads or writes there: its
+    experiment `experiment` under the stored id, and its sweep run in it. A tracking server that came back
+    with a fresh database (where another experiment may have taken the stored id) is a UserError, not a
+    sweep's runs written into another team's experiment."""
+    uri, sweep = mlflow_client.tracking_uri, state.name
+    exp = mlflow_client.get_experiment_by_name(experiment)
+    if exp is None or exp.experiment_id != state.experiment_id or exp.lifecycle_stage == "deleted":
+        other = _experiment_name(mlflow_client, state.experiment_id)
+        found = (f"it has no experiment {experiment!r}" if exp is None else
+                 f"experiment {experiment!r} is deleted there" if exp.lifecycle_stage == "deleted" else
+                 f"experiment {experiment!r} has id {exp.experiment_id} there")
+        held = f", and id {state.experiment_id} is {other!r}" if other and other != experiment else ""
+        problem = f"the sweep's experiment {experiment!r} had id {state.experiment_id}; {found}{held}"
+    else:
+        try:
+            run = mlflow_client.get_run(state.sweep_run_id)
+            ours = run.info.experiment_id == state.experiment_id and run.data.tags.get(TAG_SWEEP) == sweep
+        except store_errors():
+            ours = False
+        if ours:
+            return
+        problem = f"its sweep run {state.sweep_run_id} is not in experiment {experiment!r} there"
+    raise UserError(f"the MLflow store {uri} does not hold sweep {sweep!r} any more ({problem}): it was replaced or "
+                    "reset since the sweep ran, so nothing was read or written there. To track the sweep in this "
+                    f"store anew (its experiment, runs and metrics from the trials' folders): mixsweep resume {sweep} "
+                    f"--storage {storage}")
+
+
+def _experiment_name(mlflow_client, experiment_id: str) -> str | None:
+    try:
+        return mlflow_client.get_experiment(experiment_id).name
+    except store_errors():
+        return None
+
+
 def find_sweep_run(mlflow_client, experiment_id: str, sweep: str):
     runs = mlflow_client.search_runs(
         [experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = '{sweep}' and tags.`{TAG_ROLE}` = 'sweep'",

@@ -1,9 +1,10 @@
 """`mixsweep ui NAME`: the MLflow UI on a sweep's store, and the links to the sweep's saved views.
 
 The views are (re)written first (`mlflow_views.publish`: a sweep run before this feature existed gets
-them too), then a UI already serving the store on `--host:--port` is reused, or `mlflow ui` is started
-there; the links (table and charts of each view) are printed once it answers. `--open` also opens the
-first link in a browser where one exists. A sweep tracked on a remote server prints links to that
+them too), then a UI already serving the store on `--host:--port` is reused (recognised by the sweep's own
+run in it: another storage's sweep of the same name is refused), or `mlflow ui` is started there; the
+links (table and charts of each view) are printed once it answers. `--open` also opens the first link in
+a browser where one exists. A sweep tracked on a remote server prints links to that
 server and starts nothing.
 """
 
@@ -47,12 +48,20 @@ def answers(base: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def serves_views(base: str, experiment_id: str, views: Sequence[View]) -> bool:
-    """Whether the UI at `base` serves the store holding these views (then it is ours to reuse)."""
-    query = urllib.parse.urlencode({"experiment_id": experiment_id})
-    data = _get_json(f"{base}/ajax-api/2.0/mlflow/experiments/get?{query}") or \
-        _get_json(f"{base}/api/2.0/mlflow/experiments/get?{query}")
-    tags = {t.get("key") for t in ((data or {}).get("experiment") or {}).get("tags", [])}
+def serves_sweep(base: str, experiment_id: str, sweep_run_id: str, views: Sequence[View]) -> bool:
+    """Whether the UI at `base` serves the store of this sweep (then it is ours to reuse): its sweep run (a
+    random id, unique to one store) in its experiment, and the views. Another storage's sweep of the same name
+    has views of the same names, and often the same experiment id, but not this run."""
+    def get(what: str, **query: str) -> dict:
+        q = urllib.parse.urlencode(query)
+        return _get_json(f"{base}/ajax-api/2.0/mlflow/{what}?{q}") or _get_json(f"{base}/api/2.0/mlflow/{what}?{q}") \
+            or {}
+
+    run = (get("runs/get", run_id=sweep_run_id).get("run") or {}).get("info") or {}
+    if run.get("experiment_id") != experiment_id:
+        return False
+    tags = {t.get("key") for t in (get("experiments/get", experiment_id=experiment_id).get("experiment") or {})
+            .get("tags", [])}
     return bool(views) and all(VIEW_TAG_PREFIX + v.id in tags for v in views)
 
 
@@ -86,7 +95,9 @@ def serve_sweep(name: str, *, storage: Path, host: str = "127.0.0.1", port: int 
     uri = state.tracking_uri
     tracking.check_tracking_uri(uri)
     try:
-        views = publish(tracking.client(uri), state.experiment_id, spec, state.sweep_run_id)
+        client = tracking.client(uri)
+        tracking.check_sweep_store(client, state, spec.experiment, storage)
+        views = publish(client, state.experiment_id, spec, state.sweep_run_id)
     except tracking.store_errors() as exc:  # a store that answers but fails
         raise UserError(f"MLflow at {uri} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - a link, not a bind
@@ -94,8 +105,9 @@ def serve_sweep(name: str, *, storage: Path, host: str = "127.0.0.1", port: int 
     if tracking.is_server(uri):
         print(f"sweep {name} tracks to the server {base}; its views:", file=out)
     elif answers(base):
-        if not serves_views(base, state.experiment_id, views):
-            raise UserError(f"{base} serves another MLflow store; pass another --port")
+        if not serves_sweep(base, state.experiment_id, state.sweep_run_id, views):
+            raise UserError(f"{base} serves another MLflow store (not {uri}: it does not hold sweep {name}'s run "
+                            f"{state.sweep_run_id}); pass another --port, or stop that UI")
         print(f"the MLflow UI on {base} already serves this store; views of sweep {name}:", file=out)
     else:
         return _serve_here(name, uri, host, port, base, state.experiment_id, views, open_browser, out)
@@ -113,7 +125,10 @@ def _show(base: str, experiment_id: str, views: Sequence[View], open_browser: bo
 def _serve_here(name: str, uri: str, host: str, port: int, base: str, experiment_id: str, views: Sequence[View],
                 open_browser: bool, out: TextIO) -> int:
     """Start the UI on `uri` and serve until Ctrl+C or SIGTERM, which stop it with its workers (exit 0)."""
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    # one worker: a UI for one person; MLflow's default four import the server each, which takes minutes on a
+    # busy two-core login node
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port),
+           "--workers", "1"]
     # SIGTERM is caught before the UI starts: the UI runs in its own process group (its workers stop with
     # it), so a SIGTERM that killed this process during start-up would leave it behind
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -159,8 +174,11 @@ def print_sweep_links(name: str, *, storage: Path, out: TextIO | None = None) ->
     try:
         paths = sweep_paths(storage, name)
         state = SweepState.load(paths)
-        views = views_for_spec(load_spec(paths.spec))
-        tags = tracking.client(state.tracking_uri).get_experiment(state.experiment_id).tags
+        spec = load_spec(paths.spec)
+        views = views_for_spec(spec)
+        client = tracking.client(state.tracking_uri)
+        tracking.check_sweep_store(client, state, spec.experiment, storage)
+        tags = client.get_experiment(state.experiment_id).tags
     except (UserError, *tracking.store_errors()) as exc:  # the links are extras: the command's result stands
         print(f"[mixsweep] warning: no MLflow view links: {type(exc).__name__}: {str(exc)[:200]}", file=out)
         return
