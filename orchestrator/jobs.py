@@ -64,6 +64,8 @@ def _server_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:  # our stdout's reader left (`| head`): the CLI's to end quietly
+            raise
         except (OSError, RuntimeError) as exc:
             address = kwargs.get("address", "the cluster")
             raise UserError(f"talking to the Ray job server at {address} failed: {type(exc).__name__}: "
