@@ -78,8 +78,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     if args.address:  # a submitted sweep: its job's state first (the storage may be on the cluster only)
-        print(jobs.job_line(args.name, args.address))
-        if not (Path(args.storage).expanduser() / args.name).is_dir():
+        here = (Path(args.storage).expanduser() / args.name).is_dir()
+        print(jobs.job_line(args.name, args.address, required=not here))  # neither: exit 2, naming the known ones
+        if not here:
             return 0
     return status.sweep_status(args.name, storage=resolve_storage(args.storage, create=False))
 
@@ -226,8 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow server as the cluster reaches it (default: sqlite under --storage)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
     p.add_argument("--resume", metavar="NAME", help="continue a stopped or killed sweep as a new job")
-    p.add_argument("--python", default="python", help="the head's interpreter with mixsweep installed "
-                                                        "(default: %(default)s on the head's PATH)")
+    p.add_argument("--python", help="the head's interpreter with mixsweep's dependencies (default: python on the "
+                                    "head's PATH, else the one the head's Ray runs with; --resume: as first given)")
     p.add_argument("--no-wait", action="store_true", help="submit and return; follow later with mixsweep logs")
     p.add_argument("--stop-on-interrupt", action="store_true",
                    help="Ctrl+C stops the job too (default: ask on a terminal, else detach)")
@@ -321,10 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     apply_http_defaults()  # once per process, here at its entry (MLflow reads them per request)
+    # MLflow writes "🏃 View run ... at: URL" to stdout when a run on a server ends: mixsweep prints its own links
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at the interpreter's exit
+        return code
+    except BrokenPipeError:  # `mixsweep ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more to flush at exit
+        return 141  # 128 + SIGPIPE, as a shell reports a writer killed by the closed pipe
     except UserError as exc:
         print(f"mixsweep {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

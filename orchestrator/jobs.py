@@ -15,6 +15,7 @@ else the file `RAY_AUTH_TOKEN_PATH`, else `~/.ray/auth_token`, and sent as `Auth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import json
@@ -34,8 +35,8 @@ from .errors import UserError
 #: the job server's address: http(s)://HOST:PORT (the dashboard port, 8265 by default)
 JOB_ADDRESS = re.compile(r"^https?://[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?/?$")
 #: metadata keys of a mixsweep job (Ray keeps them with the job; `jobs` lists by them)
-META_TOOL, META_SWEEP, META_SPEC_HASH, META_STORAGE, META_TRACKING = (
-    "mixsweep", "sweep", "spec_hash", "storage", "tracking_uri")
+META_TOOL, META_SWEEP, META_SPEC_HASH, META_STORAGE, META_TRACKING, META_PYTHON = (
+    "mixsweep", "sweep", "spec_hash", "storage", "tracking_uri", "python")
 #: how long the head lets a stopped driver settle (SIGTERM, then SIGKILL); Ray's default is 3 s
 STOP_WAIT_S = 120
 #: the job's env vars the driver reads (`orchestrator.job_driver`)
@@ -46,6 +47,13 @@ ENV_SPEC, ENV_STORAGE, ENV_TRACKING, ENV_JOB_ID, ENV_COMMAND, ENV_NAME, ENV_ADDR
 TAG_JOB_ID = "mixsweep.job_id"
 JOBS_FILE = "jobs.json"
 PROJECT = Path(__file__).resolve().parent.parent
+#: the most one environment variable may hold on Linux (MAX_ARG_STRLEN): the job's driver gets the runtime_env
+#: (the spec included) and the metadata as one variable, and a job whose variables exceed it never starts
+ENV_LIMIT = 128 * 1024
+#: MLflow's switch for its "🏃 View run ... at: ..." lines, which it writes to stdout when a run ends on a server
+QUIET_URLS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+#: how long `submit` / `logs` wait for a PENDING job to start before saying why it does not (MIXSWEEP_PENDING_S)
+PENDING_S = 180
 
 
 def _server_errors(command):
@@ -56,6 +64,8 @@ def _server_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except BrokenPipeError:  # our stdout's reader left (`| head`): the CLI's to end quietly
+            raise
         except (OSError, RuntimeError) as exc:
             address = kwargs.get("address", "the cluster")
             raise UserError(f"talking to the Ray job server at {address} failed: {type(exc).__name__}: "
@@ -165,13 +175,37 @@ def head_paths(address: str, storage: str | None, tracking_uri: str | None) -> t
     return storage, uri
 
 
-def entrypoint(python: str, command: str) -> str:
-    """The job's shell command: check the head's interpreter, then run the driver (exec: it gets the stop signal)."""
-    py = shlex.quote(python)
+#: the head's Ray's own interpreter: `--python_worker_command=PYTHON ...` of the raylet, an ancestor of the job's
+#: supervisor (the entrypoint's parent, whose own command line is Ray's process title, and whose executable is the
+#: base interpreter of a venv, not the venv's)
+_RAY_PYTHON = ("ray_python() { p=$PPID; while [ \"${p:-0}\" -gt 1 ]; do x=$(tr '\\0' '\\n' < /proc/$p/cmdline "
+               "2>/dev/null | sed -n 's/^--python_worker_command=\\([^ ]*\\).*/\\1/p'); "
+               "[ -n \"$x\" ] && { echo \"$x\"; return; }; p=$(sed -n 's/^PPid:[[:space:]]*//p' /proc/$p/status "
+               "2>/dev/null); done; }")
+
+
+def entrypoint(python: str | None, command: str) -> str:
+    """The job's shell command: find the head's interpreter, then run the driver (exec: it gets the stop signal).
+
+    `python` (--python) is used as given; without it, `python` on the head's PATH, else the interpreter the head's
+    Ray runs with, when that one imports ray, mlflow and torch. The job's log says which one it used. Every user
+    value is quoted (shlex.quote): none of it is ever run by the head's shell."""
     probe = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('ray', 'mlflow', 'torch')))"
-    check = (f"{py} -c {shlex.quote(probe)} || {{ echo \"mixsweep: {python} on the head cannot "
-             f"import ray, mlflow and torch; install mixsweep[cluster] there or pass --python PATH\" >&2; exit 2; }}")
-    return f"{check}; exec {py} -m orchestrator.job_driver {shlex.quote(command)}"
+    ok = f"ok() {{ \"$1\" -c {shlex.quote(probe)} 2>/dev/null; }}"
+    missing = ("mixsweep: {} on the head cannot import ray, mlflow and torch; install mixsweep[cluster] there or pass "
+               "--python PATH")
+    if python:
+        find = (f"PY={shlex.quote(python)}; ok \"$PY\" || {{ echo {shlex.quote(missing.format(python))} >&2; "
+                "exit 2; }")
+    else:
+        neither = ("mixsweep: neither python on the head's PATH nor the interpreter of the head's Ray can import ray, "
+                   "mlflow and torch; install mixsweep[cluster] there or pass --python PATH")
+        fallback = "mixsweep: python on the head's PATH cannot import ray, mlflow and torch; using the head's Ray's: "
+        find = (f"{_RAY_PYTHON}; PY=python; if ! ok \"$PY\"; then PY=$(ray_python); if [ -n \"$PY\" ] && ok \"$PY\"; "
+                f"then echo {shlex.quote(fallback)}\"$PY\" >&2; else "
+                f"echo {shlex.quote(neither)} >&2; exit 2; fi; fi")
+    return (f"{ok}; {find}; echo \"mixsweep: the driver runs with $(command -v \"$PY\" || echo \"$PY\")\"; "
+            f"exec \"$PY\" -m orchestrator.job_driver {shlex.quote(command)}")
 
 
 def runtime_env(env_vars: dict[str, str]) -> dict[str, Any]:
@@ -180,7 +214,7 @@ def runtime_env(env_vars: dict[str, str]) -> dict[str, Any]:
 
     env = http_settings()
     env.update({"RAY_JOB_STOP_WAIT_TIME_S": str(STOP_WAIT_S), "PYTHONUNBUFFERED": "1",
-                "RAY_USAGE_STATS_ENABLED": "0"}, **env_vars)
+                "RAY_USAGE_STATS_ENABLED": "0", QUIET_URLS: "true"}, **env_vars)
     return {**shipped_code(), "env_vars": env}
 
 
@@ -226,7 +260,7 @@ def next_job_id(client, sweep: str, spec_hash: str) -> str:
 AGENT_WAIT_S = 90
 
 
-def _submit(client, name: str, digest: str, env: dict[str, str], metadata: dict[str, str], python: str,
+def _submit(client, name: str, digest: str, env: dict[str, str], metadata: dict[str, str], python: str | None,
             tries: int = 5, out: TextIO | None = None) -> str:
     """Submit under the next free id; the job id if it was accepted, UserError with the server's reason if not.
 
@@ -237,6 +271,7 @@ def _submit(client, name: str, digest: str, env: dict[str, str], metadata: dict[
     while True:
         job_id = next_job_id(client, name, digest)
         env[ENV_JOB_ID] = job_id
+        _check_size(runtime_env(env), metadata)
         try:
             client.submit_job(entrypoint=entrypoint(python, env[ENV_COMMAND]), submission_id=job_id,
                               runtime_env=runtime_env(env), metadata=metadata)
@@ -256,19 +291,63 @@ def _submit(client, name: str, digest: str, env: dict[str, str], metadata: dict[
             raise UserError(f"the Ray job server refused the job: {reason[:500]}") from None
 
 
-def _active(client, sweep: str) -> None:
-    for job in mixsweep_jobs(client, sweep):
-        if not job.status.is_terminal():
-            raise UserError(f"sweep {sweep!r} already runs as job {job.submission_id} ({job.status.value}); follow it "
-                            f"with: mixsweep logs {job.submission_id} --address ..., or stop it first")
+def _check_size(env: dict[str, Any], metadata: dict[str, str]) -> None:
+    """Refuse a job whose driver could never start: Ray hands it the runtime_env (the spec in it) and the metadata as
+    one environment variable, which Linux refuses over `ENV_LIMIT` (the job would stay PENDING)."""
+    size = len(json.dumps({"runtime_env": env, "metadata": metadata}).encode()) + 1024  # + Ray's own keys
+    if size > ENV_LIMIT:
+        spec = len(env["env_vars"].get(ENV_SPEC, "").encode())
+        raise UserError(f"the sweep is too large to submit: its job's environment would hold {size // 1024} KiB in one "
+                        f"variable (the resolved spec is {spec // 1024} KiB), and Linux allows {ENV_LIMIT // 1024} KiB "
+                        "(the job could never start); shorten the spec (its description), or run it on the cluster "
+                        "with mixsweep run SPEC --address auto")
+
+
+def _live(client, sweep: str) -> list:
+    """The sweep's PENDING / RUNNING jobs, oldest first."""
+    return [job for job in mixsweep_jobs(client, sweep) if not job.status.is_terminal()]
+
+
+def _busy(sweep: str, job, address: str) -> UserError:
+    return UserError(f"sweep {sweep!r} already runs on this head as job {job.submission_id} ({job.status.value}); "
+                     f"follow it: mixsweep logs {job.submission_id} --address {address}   stop it: mixsweep stop "
+                     f"{job.submission_id} --address {address}")
+
+
+def _active(client, sweep: str, address: str) -> None:
+    live = _live(client, sweep)
+    if live:
+        raise _busy(sweep, live[0], address)
+
+
+def _first_or_withdraw(client, sweep: str, job_id: str, address: str) -> None:
+    """After submitting: two submits of one sweep that both passed `_active` see each other's job; the job that
+    started later (ties: the larger id) is stopped at once, and its submit refused, naming the other."""
+    live = _live(client, sweep)
+    first = min(live, key=lambda j: (j.start_time or 0, j.submission_id), default=None)
+    if first is None or first.submission_id == job_id:
+        return
+    client.stop_job(job_id)
+    if _wait_terminal(client, job_id).status.is_terminal():  # gone from `jobs`, `status`, `logs`
+        with contextlib.suppress(Exception):
+            client.delete_job(job_id)
+    raise _busy(sweep, first, address)
 
 
 @_server_errors
 def submit(ref: str | None, *, address: str, storage: str | None, tracking_uri: str | None, overrides: dict,
-           resume: str | None = None, python: str = "python", wait: bool = True, stop_on_interrupt: bool = False,
+           resume: str | None = None, python: str | None = None, wait: bool = True, stop_on_interrupt: bool = False,
            out: TextIO | None = None) -> int:
-    """`mixsweep submit`: the exit code of the job's driver when followed, 0 when submitted with `--no-wait`."""
+    """`mixsweep submit`: the exit code of the job's driver when followed, 0 when submitted with `--no-wait`.
+
+    `python`: the head's interpreter (None: `python` on its PATH, else its Ray's); `--resume` reuses the one the
+    sweep's last job was given."""
     out = out or sys.stderr
+    if resume is not None:
+        from .storage import NAME
+
+        if not NAME.match(resume):
+            raise UserError(f"--resume {resume!r}: not a sweep name; use 1-64 of a-z, 0-9, '_' and '-'")
     if resume is None:  # 1. the spec, locally: a bad one is never submitted
         from .spec import load_spec
         from .sweep import spec_hash
@@ -281,12 +360,15 @@ def submit(ref: str | None, *, address: str, storage: str | None, tracking_uri: 
         meta = previous[-1].metadata if previous else {}
         storage = storage or meta.get(META_STORAGE)
         tracking_uri = tracking_uri or meta.get(META_TRACKING)
+        python = python or meta.get(META_PYTHON)
         name, digest, env = resume, meta.get(META_SPEC_HASH, "resume"), {ENV_COMMAND: "resume"}
     storage, uri = head_paths(address, storage, tracking_uri)
-    _active(client, name)
+    _active(client, name, address)
     env.update({ENV_STORAGE: storage, ENV_TRACKING: uri, ENV_NAME: name, ENV_ADDRESS: address})
-    metadata = {META_TOOL: "1", META_SWEEP: name, META_SPEC_HASH: digest, META_STORAGE: storage, META_TRACKING: uri}
+    metadata = {META_TOOL: "1", META_SWEEP: name, META_SPEC_HASH: digest, META_STORAGE: storage, META_TRACKING: uri,
+                **({META_PYTHON: python} if python else {})}
     job_id = _submit(client, name, digest, env, metadata, python, out=out)
+    _first_or_withdraw(client, name, job_id, address)
     print(f"[mixsweep] submitted {name} as job {job_id} to {address} (storage {storage}, tracking {uri})", file=out)
     hint = f"--address {address}"
     print(f"[mixsweep] follow: mixsweep logs {job_id} {hint}   stop: mixsweep stop {job_id} {hint}", file=out,
@@ -361,6 +443,7 @@ def follow(client, job_id: str, *, stop_on_interrupt: bool = False, out: TextIO 
     out = out or sys.stderr
     detached, printed = threading.Event(), printed if printed is not None else [0]
     try:
+        _wait_started(client, job_id, address)
         for attempt in range(REOPEN + 1):
             broke = _stream(client, job_id, detached, printed)
             info = _wait_terminal(client, job_id, timeout=10.0)  # the stream ends with the job; its state lags
@@ -385,6 +468,21 @@ def follow(client, job_id: str, *, stop_on_interrupt: bool = False, out: TextIO 
     return exit_code(info)
 
 
+def _wait_started(client, job_id: str, address: str) -> None:
+    """Until the job has left PENDING; UserError saying why after `PENDING_S` (MIXSWEEP_PENDING_S) seconds."""
+    limit = float(os.environ.get("MIXSWEEP_PENDING_S") or PENDING_S)
+    deadline = time.monotonic() + limit
+    info = client.get_job_info(job_id)
+    while info.status.value == "PENDING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        info = client.get_job_info(job_id)
+    if info.status.value == "PENDING":
+        raise UserError(f"job {job_id} is still PENDING after {limit:.0f} s: its driver has not started"
+                        f"{_message(info)}; the head may lack the resources it asks for, or be unable to set up its "
+                        f"environment (the head's logs: /tmp/ray/session_latest/logs/job-driver-{job_id}.log and "
+                        f"dashboard_agent.log). Still queued there: mixsweep stop {job_id} --address {address}")
+
+
 def _first_line(value: object) -> str:
     return (str(value or "").strip().splitlines() or [""])[0][:300]
 
@@ -405,7 +503,7 @@ def _wait_terminal(client, job_id: str, timeout: float = 30.0):
 
 
 def find_job(client, name: str):
-    """A job by submission id, or the newest job of sweep `name`."""
+    """A job by submission id, or sweep `name`'s live job, else its newest."""
     jobs = mixsweep_jobs(client)
     for job in jobs:
         if job.submission_id == name:
@@ -414,7 +512,8 @@ def find_job(client, name: str):
     if not of_sweep:
         known = ", ".join(sorted({j.metadata.get(META_SWEEP, '?') for j in jobs})) or "none"
         raise UserError(f"no mixsweep job or sweep named {name!r} on this cluster (sweeps with jobs: {known})")
-    return of_sweep[-1]
+    live = [j for j in of_sweep if not j.status.is_terminal()]  # the one running, not a newer refused one
+    return (live or of_sweep)[-1]
 
 
 @_server_errors
@@ -476,12 +575,15 @@ def list_jobs(*, address: str, out: TextIO | None = None) -> int:
     return 0
 
 
-def job_line(name: str, address: str) -> str:
-    """`status NAME --address`: one line on the sweep's newest job (or why there is none)."""
+def job_line(name: str, address: str, *, required: bool = True) -> str:
+    """`status NAME --address`: one line on the sweep's live or newest job (or why there is none: a UserError when
+    `required`, i.e. when the storage has no such sweep either)."""
     try:
         client = connect(address)
         job = find_job(client, name)
     except UserError as exc:
+        if required:
+            raise
         return f"job: {exc}"
     line = (f"job {job.submission_id}: {job.status.value}, started {_when(job.start_time)}, {_duration(job)}"
             f"{_message(job) if job.status.is_terminal() else ''}")

@@ -91,9 +91,12 @@ RAY_CLIENT = ("--address {address}: Ray Client (ray://) is not supported: Tune w
 
 
 def check_address(address: str | None) -> None:
-    if address is not None and address.startswith("ray://"):
+    """`--address` / RAY_ADDRESS; empty is unset, as Ray reads it (a new local instance)."""
+    if not address:
+        return
+    if address.startswith("ray://"):
         raise UserError(RAY_CLIENT.format(address=address))
-    if address is not None and not ADDRESS.match(address):
+    if not ADDRESS.match(address):
         raise UserError(f"--address {address!r}: expected 'auto' or HOST:PORT (a cluster's GCS); from outside the "
                         "cluster, use mixsweep submit --address http://HEAD:8265")
 

@@ -48,10 +48,16 @@ def check_tracking_uri(uri: str, timeout: float = 5.0, *, require_folder: bool =
             with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user-given tracking server
                 if resp.status != 200:
                     raise UserError(f"MLflow tracking server {uri} answered {resp.status} on /health")
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (401, 403):  # a server that guards /health too: the credential check names why
+                raise UserError(f"MLflow tracking server {uri} answered {exc.code} on /health") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise UserError(f"cannot reach the MLflow tracking server at {uri} ({reason}); start it (mlflow "
                             f"server --host 127.0.0.1 --port PORT ...) or pass another --tracking-uri") from None
+        from .credentials import check_credentials
+
+        check_credentials(uri, timeout)  # a server that needs credentials: a 401 names MLflow's variables
     elif uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
         if not path.is_absolute():
