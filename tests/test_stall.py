@@ -17,8 +17,6 @@ from trainables.trialdir import TrialDir
 
 from .reliability_helpers import assert_complete, run, start, wait_for, write_spec
 
-pytestmark = pytest.mark.slow
-
 EPOCHS = 5
 #: well above an epoch of this tiny trial (seconds), even on a busy 2-core machine: no stall but the one made here
 STALL_TIMEOUT = 15
@@ -43,6 +41,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_stalled_trial_is_reported_stopped_and_retried_from_its_checkpoint(tmp_path):
     spec = write_spec(tmp_path / "s.yaml", "stall", epochs=EPOCHS, train_size=256, factors="mix.preset: [none]",
                       seeds=1, max_failures=2)
@@ -82,3 +81,23 @@ def test_stalled_trial_is_reported_stopped_and_retried_from_its_checkpoint(tmp_p
     assert status.returncode == 0, status.stderr
     assert "none-s0: stalled once," in status.stdout, status.stdout
     assert f"limit {STALL_TIMEOUT:.1f} s: stall_timeout" in status.stdout
+
+
+@pytest.mark.parametrize("value", ["0", "true", "'10s'", ".inf"])
+def test_stall_timeout_must_be_positive_seconds(tmp_path, value):
+    """`stall_timeout`: a number of seconds > 0 or null; anything else is one message, exit 2."""
+    spec = write_spec(tmp_path / "s.yaml", "bad", seeds=1, factors="mix.preset: [none]")
+    spec.write_text(spec.read_text() + f"stall_timeout: {value}\n")
+    line = len(spec.read_text().splitlines())
+    result = run("validate", str(spec), timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"stall_timeout (line {line}): expected a number of seconds > 0, or null for the default" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_stall_timeout_is_listed_and_accepted(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", "good", seeds=1, factors="mix.preset: [none]")
+    spec.write_text(spec.read_text() + "stall_timeout: 2.5\n")
+    assert run("validate", str(spec), timeout=120).returncode == 0
+    listed = run("list", timeout=120)
+    assert listed.returncode == 0 and "stall_timeout" in listed.stdout and "(default null)" in listed.stdout
