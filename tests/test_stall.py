@@ -18,8 +18,8 @@ from trainables.trialdir import TrialDir
 from .reliability_helpers import assert_complete, run, start, wait_for, write_spec
 
 EPOCHS = 5
-#: well above an epoch of this tiny trial (seconds), even on a busy 2-core machine: no stall but the one made here
-STALL_TIMEOUT = 15
+#: well above an epoch of this tiny trial (seconds; ~1 s, 5-8 s on a 2-core machine at load 13): no stall but ours
+STALL_TIMEOUT = 30
 
 
 def trial_worker(driver: int) -> int | None:
