@@ -70,8 +70,7 @@ class Row:
     last: float | None = None  #: monotonic time of its start or last result
     first_s: float | None = None  #: wall seconds of its first epoch (includes start-up)
     epoch_s: list[float] = field(default_factory=list)  #: wall seconds of its later epochs
-    stalls: int = 0  #: times it stalled in this launch (`orchestrator.stall`)
-    stalled: bool = False  #: stalled, its process stopped: until Ray restarts it (or fails it)
+    stalled: bool = False  #: stalled (`orchestrator.stall`), its process stopped: until Ray restarts it or fails it
 
     def seconds_per_epoch(self) -> float | None:
         """Its measured wall seconds per epoch (later epochs; the first alone until there are some)."""
@@ -231,7 +230,7 @@ class Progress(Callback):
     def stalled(self, trial, text: str) -> None:
         """`orchestrator.stall` found `trial` stalled and stops its process: say so (`text`), mark its row."""
         row = self._row(trial)
-        row.stalls, row.stalled = row.stalls + 1, True
+        row.stalled = True
         self._say(f"{row.name}: {text}")
         self._show()
 
