@@ -16,6 +16,7 @@ that ran exits 0, 1 when trials failed or did not finish, 130 when it was stoppe
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -155,6 +156,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:22s} {recipes.RECIPES.help(name)}")
     print(f"\ndatasets (dataset): {', '.join(data.list_datasets())}")
     print(f"models (model):     {', '.join(models.list_models())}")
+    from .spec.source_map import USER_FIELDS
+
+    print("\nspec fields with a default (the README's sweep spec shows them all):")
+    for name, field in spec.SweepSpec.model_fields.items():
+        if name in USER_FIELDS and field.description and not field.is_required():
+            default = field.get_default(call_default_factory=True)
+            default = json.dumps(list(default) if isinstance(default, tuple) else default)
+            print(f"  {name:22s} {field.description} (default {default})")
     return 0
 
 

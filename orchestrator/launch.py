@@ -333,12 +333,15 @@ def build_tuner(plan: LaunchPlan, progress):
     spec = plan.spec
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+    from .stall import StallWatch
+
     resourced = tune.with_resources(trainable.run_trial, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     # Tune's default loggers but TensorBoard's (TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, see `console.ray_env`):
     # result.json is what `mixsweep sync` replays; the metrics are in MLflow
     run_config = tune.RunConfig(
         name=plan.launch_name, storage_path=str(plan.paths.ray), verbose=0,
-        callbacks=[progress, JsonLoggerCallback(), CSVLoggerCallback()],
+        callbacks=[progress, StallWatch(progress, spec.stall_timeout, spec.max_failures), JsonLoggerCallback(),
+                   CSVLoggerCallback()],
         stop=_fatal_stopper(progress),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

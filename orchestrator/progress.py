@@ -70,6 +70,7 @@ class Row:
     last: float | None = None  #: monotonic time of its start or last result
     first_s: float | None = None  #: wall seconds of its first epoch (includes start-up)
     epoch_s: list[float] = field(default_factory=list)  #: wall seconds of its later epochs
+    stalled: bool = False  #: stalled (`orchestrator.stall`), its process stopped: until Ray restarts it or fails it
 
     def seconds_per_epoch(self) -> float | None:
         """Its measured wall seconds per epoch (later epochs; the first alone until there are some)."""
@@ -222,6 +223,17 @@ class Progress(Callback):
             self._say(f"{snap.started} trials started: {snap.counts_text()} (latest: {row.name})")
         self._show()
 
+    def row_of(self, trial) -> Row:
+        """The row of a Tune trial (made on first sight)."""
+        return self._row(trial)
+
+    def stalled(self, trial, text: str) -> None:
+        """`orchestrator.stall` found `trial` stalled and stops its process: say so (`text`), mark its row."""
+        row = self._row(trial)
+        row.stalled = True
+        self._say(f"{row.name}: {text}")
+        self._show()
+
     def on_trial_restore(self, iteration: int, trials: list, trial, **info: Any) -> None:
         row = self._row(trial)
         row.status, row.last = "RUNNING", time.monotonic()
@@ -229,6 +241,10 @@ class Progress(Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial, **info: Any) -> None:
         row = self._row(trial)
         row.status, row.last = "RUNNING", time.monotonic()
+        if row.stalled:
+            row.stalled = False
+            self._say(f"{row.name}: its stalled process was stopped; Ray runs it again from its last checkpoint")
+            return
         self._say(f"{row.name}: its process failed; Ray runs it again from its last checkpoint (the traceback: "
                   f"{self.log_hint or 'the Ray log'})")
 
@@ -282,7 +298,8 @@ class Progress(Callback):
         row.status = "ERROR"
         row.error = str(getattr(trial, "error_file", "") or "trial raised; see the Ray log")
         hint = f"; full logs: {self.log_hint}" if self.log_hint else ""
-        self._say(f"error: {row.name} (after retries; see {row.error}{hint})")
+        why = "it stalled; its retries are spent" if row.stalled else "after retries"
+        self._say(f"error: {row.name} ({why}; see {row.error}{hint})")
         self._show()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
@@ -300,6 +317,8 @@ class Progress(Callback):
 
     def _say(self, text: str) -> None:
         print(f"[mixsweep] {text}", file=self._term, flush=True)
+
+    say = _say
 
     def _show(self) -> None:
         """Start the live table (once), or refresh it."""
@@ -403,7 +422,8 @@ def render_table(snap: Snapshot, metric: str, *, title: str = "", height: int = 
         filled = min(BAR, round(BAR * r.epoch / r.epochs)) if r.epochs else 0
         bar = Text("━" * filled, style="green" if r.status == "FINISHED" else "cyan")
         bar.append("─" * (BAR - filled), style="dim")
-        table.add_row(r.name, Text(r.status.lower(), style=styles.get(r.status, "")), bar,
+        status = Text("stalled", style="red") if r.stalled else Text(r.status.lower(), style=styles.get(r.status, ""))
+        table.add_row(r.name, status, bar,
                       f"{r.epoch}/{r.epochs or '?'}", metric_text(r.current), metric_text(r.final),
                       "-" if per is None else f"{per:.1f}", where_text(r, several))
     parts = [header, table]

@@ -70,12 +70,28 @@ def sweep_status(name: str, *, storage: Path, out: TextIO | None = None) -> int:
         print(f"  last Ray job: {job[0]} (its state: mixsweep status {name} --address {job[1]})", file=out)
     print(f"  {'trial':44s} {'state':9s} {'epochs':>7s} {'mlflow':9s} {state.metric:>16s}", file=out)
     stopped = set(state.stopped)  # by ASHA: ended, though its workdir has no final result
+    stalls = []
     for t in state.trials:
         h = t.run_hash
         trial_dir = paths.trial(h)
         value = f"{metrics[h]:.2f}" if h in metrics else "-"
         state = trial_dir.state()
+        epochs = trial_dir.epochs_done()
         shown = "stopped" if h in stopped and state == TrialState.PARTIAL else state
-        print(f"  {t.name[:44]:44s} {shown:9s} {trial_dir.epochs_done():>7d} {statuses.get(h, '-'):9s} {value:>16s}",
-              file=out)
+        stall = trial_dir.read_stalled()
+        if stall:
+            stalls.append(_stall_note(t.name, stall))
+            if state in (TrialState.PARTIAL, TrialState.NEW) and epochs <= int(stall.get("epoch", 0)):
+                shown = "stalled"  # no epoch since: stopped, waiting for (or in) Ray's retry
+        print(f"  {t.name[:44]:44s} {shown:9s} {epochs:>7d} {statuses.get(h, '-'):9s} {value:>16s}", file=out)
+    for note in stalls:
+        print(note, file=out)
     return 0
+
+
+def _stall_note(name: str, stall: dict) -> str:
+    """The line about a trial that stalled (its `stalled.json`)."""
+    times = f"{stall.get('count', 1)} time(s), last" if stall.get("count", 1) != 1 else "once,"
+    return (f"  {name}: stalled {times} at {stall.get('at', '?')} in epoch {int(stall.get('epoch', 0)) + 1} (no "
+            f"progress for {stall.get('silent_s', '?')} s, limit {stall.get('limit_s', '?')} s: stall_timeout); its "
+            f"process was stopped, for Ray to retry it from its checkpoint (it counts against max_failures)")

@@ -11,6 +11,7 @@ instead of spelling file names. Torch-free, so the driver uses it without loadin
     <workdir>/preview.png               the first mixed batch
     <workdir>/final.json                the final metrics: the trial finished
     <workdir>/failed.json               {"error", "epoch"}: the trial failed for good (diverged, cannot start)
+    <workdir>/stalled.json              written by the driver: the trial stalled and was stopped (`orchestrator.stall`)
 
 A sweep keeps its trials in `<storage>/<sweep>/trials/<run_hash>/` (`orchestrator.storage`).
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -74,6 +76,7 @@ class TrialDir:
     METRICS: ClassVar[str] = "metrics.jsonl"
     FINAL: ClassVar[str] = "final.json"
     FAILED: ClassVar[str] = "failed.json"
+    STALLED: ClassVar[str] = "stalled.json"
     PREVIEW: ClassVar[str] = "preview.png"
     CHECKPOINTS: ClassVar[str] = "checkpoints"
     #: the files that travel with every checkpoint reported to Ray (and come back on a restore)
@@ -103,6 +106,10 @@ class TrialDir:
     @property
     def failed(self) -> Path:
         return self.folder / self.FAILED
+
+    @property
+    def stalled(self) -> Path:
+        return self.folder / self.STALLED
 
     @property
     def preview(self) -> Path:
@@ -177,6 +184,22 @@ class TrialDir:
     def write_failed(self, error: str, epoch: int) -> None:
         """failed.json: the trial failed for good at `epoch` (0: it could not start)."""
         atomic_write_text(self.failed, json.dumps({"error": error, "epoch": epoch}) + "\n")
+
+    def write_stalled(self, *, epoch: int, silent_s: float, limit_s: float) -> None:
+        """stalled.json (the driver's): the trial stalled at `epoch`, silent for `silent_s` s (its limit `limit_s`),
+        and its process was stopped; `count` says how many times so far."""
+        count = int((self.read_stalled() or {}).get("count", 0)) + 1
+        record = {"count": count, "epoch": epoch, "silent_s": round(silent_s, 1), "limit_s": round(limit_s, 1),
+                  "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        atomic_write_text(self.stalled, json.dumps(record) + "\n")
+
+    def read_stalled(self) -> dict[str, Any] | None:
+        """The record of stalled.json; None when the trial never stalled (or the file cannot be read)."""
+        try:
+            data = json.loads(self.stalled.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def write_sampled(self, params: Mapping[str, Any]) -> None:
         """sampled.json: the params a search algorithm gave this trial (so a later launch can run it again)."""

@@ -192,6 +192,10 @@ class SweepSpec(_Frozen):
     metric: str = FINAL_ERR
     mode: Literal["min", "max"] = "min"
     max_failures: StrictInt = Field(2, ge=0, description="retries of a failed trial (from its checkpoint)")
+    stall_timeout: float | None = Field(None, description=(
+        "seconds a running trial may go without finishing an epoch before it is stalled: stopped and retried "
+        "from its checkpoint (before its first epoch: 3x as long, at least 120 s); null: max(600, 10 x its slowest "
+        "epoch)"))
     # provenance, not user fields:
     source: str = Field("<string>", description="the file path, or search_spaces:<name>")
     text: str = Field("", exclude=True, description="the raw YAML, logged as an MLflow artifact")
@@ -236,6 +240,16 @@ class SweepSpec(_Frozen):
     @classmethod
     def _seeds(cls, v: Any) -> tuple[int, ...]:
         return _parse_seeds(v)
+
+    @field_validator("stall_timeout", mode="before")
+    @classmethod
+    def _stall_timeout(cls, v: Any) -> float | None:
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            raise FieldError(("stall_timeout",), f"expected a number of seconds > 0, or null for the default "
+                                                 f"(max(600, 10 x the trial's slowest epoch)) (got {show(v)})")
+        return float(v)
 
     @field_validator("metric")
     @classmethod

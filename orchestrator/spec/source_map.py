@@ -25,7 +25,8 @@ SpecPath = tuple[str | int, ...]
 
 #: top-level keys a spec file may use
 USER_FIELDS = ("name", "description", "experiment", "base", "factors", "seeds", "search", "scheduler", "asha",
-               "resources", "metric", "mode", "max_failures")
+               "resources", "metric", "mode", "max_failures",
+               "stall_timeout")
 
 
 class FieldError(ValueError):
