@@ -45,6 +45,7 @@ from .render import render_rows, rows_from_output
 from .runtime import keep_freed_memory
 from .tracking import apply_http_defaults
 from .trialdir import TrialDir, read_config, write_config
+from .yamlio import YamlLimitError, describe, load_yaml, read_bounded
 
 EpochCallback = Callable[[dict[str, float], Path, bool], None]
 
@@ -199,7 +200,9 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError((), f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(read_bounded(path).decode("utf-8"))
+    except YamlLimitError as exc:
+        raise ConfigError((), f"{path}: refused: {describe(exc)}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError((), f"{path}: not valid YAML: {exc}") from None
     if data is None:
