@@ -43,7 +43,6 @@ def test_spec_loader_is_a_safe_loader():
     import yaml
 
     from orchestrator.spec import _UniqueKeyLoader
-
     from trainables.yamlio import BoundedSafeLoader
 
     assert issubclass(_UniqueKeyLoader, BoundedSafeLoader) and issubclass(BoundedSafeLoader, yaml.SafeLoader)
