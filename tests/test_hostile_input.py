@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.reliability_helpers import ENV, run, write_spec
+from tests.reliability_helpers import ENV, run, trial_runs, write_spec
 
 GiB = 1 << 30
 
@@ -114,3 +115,74 @@ def test_names_that_read_as_options_are_refused(tmp_path):
     assert proc.returncode == 2 and f"name (line 1): must be {allowed}" in proc.stderr, proc.stderr
     proc = run("status", "--storage", str(tmp_path), "--", "-rf", timeout=60)
     assert proc.returncode == 2 and f"sweep name '-rf' is not allowed: use {allowed}" in proc.stderr, proc.stderr
+
+
+# -- a real tiny sweep: two arms, one seed, one epoch, a 20 KB description ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """(storage, spec, `mixsweep run` result) of a finished sweep `hostile` whose spec has a 20 KB description."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    spec = write_spec(tmp / "hostile.yaml", "hostile", epochs=1, train_size=128, factors="mix.preset: [none, mixup]",
+                      seeds=1)
+    long = "".join(f"  line {i:04d} of a long description {'.' * 50}\n" for i in range(300))  # ~20 KB
+    spec.write_text(spec.read_text() + "description: |\n" + long)
+    storage = tmp / "runs"
+    proc = run("run", str(spec), "--storage", str(storage), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return storage, spec, proc
+
+
+def test_a_long_description_is_cut_and_the_summary_reaches_the_run(sweep):
+    from mlflow.tracking import MlflowClient
+
+    storage, spec, proc = sweep
+    assert len(spec.read_text()) > 20_000
+    assert "could not save the MLflow UI views" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("mixsweep")
+    (sweep_run,) = client.search_runs([exp.experiment_id], "tags.`mixsweep.role` = 'sweep'")
+    note = sweep_run.data.tags["mlflow.note.content"]
+    assert len(note) <= 8000
+    assert note.startswith("## Compare in the MLflow UI") and "viewStateShareKey=mixsweep-hostile" in note
+    summary = note.split("## Summary", 1)[1].split("## About this sweep", 1)[0]
+    assert "mix.preset" in summary and "none" in summary and "mixup" in summary, note
+    about = note.split("## About this sweep", 1)[1]
+    assert "line 0000 of a long description" in about and "line 0299" not in about
+    assert about.endswith("… (cut to fit MLflow's 8,000-character limit: the whole description is in the run's "
+                          "spec.yaml)"), about[-300:]
+
+
+def test_a_checkpoint_copied_from_another_trial_is_refused(sweep):
+    from mlflow.tracking import MlflowClient
+
+    storage, spec, _ = sweep
+    uri = f"sqlite:///{storage / 'mlflow.db'}"
+    runs = {r.info.run_name: r for r in trial_runs(uri, "hostile")}
+    victim, source = (storage / "hostile" / "trials" / runs[n].data.tags["mixsweep.run_hash"]
+                      for n in ("none-s0", "mixup-s0"))
+    client = MlflowClient(uri)
+    history = {k: [(m.step, m.value) for m in client.get_metric_history(runs["none-s0"].info.run_id, k)]
+               for k in ("test/top1_err", "train/loss")}
+    metrics = (victim / "metrics.jsonl").read_text()
+    # the attack: the victim lost its final.json (a re-run from its checkpoint), and holds mixup-s0's checkpoint
+    (victim / "final.json").unlink()
+    shutil.copy2(source / "checkpoints" / "epoch_0001.pt", victim / "checkpoints" / "epoch_0001.pt")
+
+    proc = run("resume", "hostile", "--storage", str(storage), timeout=600)
+    out = proc.stdout + proc.stderr
+    mine, theirs = victim.name, source.name
+    refusal = (f"checkpoint {victim / 'checkpoints' / 'epoch_0001.pt'} was written by run {theirs}, not by this "
+               f"run {mine}: refusing to continue another trial's training")
+    assert refusal in out, out[-3000:]
+    assert proc.returncode != 0, out[-3000:]
+    failed = (victim / "failed.json").read_text()
+    assert refusal in failed and not (victim / "final.json").exists()
+    assert (victim / "metrics.jsonl").read_text() == metrics  # not rewritten from mixup-s0's history
+    after = client.get_run(runs["none-s0"].info.run_id)
+    assert after.info.status == "FAILED" and refusal in after.data.tags["mixsweep.error"], after.data.tags
+    assert {k: [(m.step, m.value) for m in client.get_metric_history(after.info.run_id, k)] for k in history} \
+        == history
+    status = run("status", "hostile", "--storage", str(storage), timeout=120)
+    assert "none-s0" in status.stdout and "failed" in status.stdout.lower(), status.stdout
