@@ -117,14 +117,15 @@ def test_names_that_read_as_options_are_refused(tmp_path):
     assert proc.returncode == 2 and f"sweep name '-rf' is not allowed: use {allowed}" in proc.stderr, proc.stderr
 
 
-# -- a real tiny sweep: two arms, one seed, one epoch, a 20 KB description ----------------------------------------
+# -- a real tiny sweep: one arm, one seed, one epoch, a 20 KB description -------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """(storage, spec, `mixsweep run` result) of a finished sweep `hostile` whose spec has a 20 KB description."""
+    """(storage, spec, `mixsweep run` result) of a finished sweep `hostile` (mix.preset: [none]) whose spec has a
+    20 KB description."""
     tmp = tmp_path_factory.mktemp("hostile")
-    spec = write_spec(tmp / "hostile.yaml", "hostile", epochs=1, train_size=128, factors="mix.preset: [none, mixup]",
+    spec = write_spec(tmp / "hostile.yaml", "hostile", epochs=1, train_size=128, factors="mix.preset: [none]",
                       seeds=1)
     long = "".join(f"  line {i:04d} of a long description {'.' * 50}\n" for i in range(300))  # ~20 KB
     spec.write_text(spec.read_text() + "description: |\n" + long)
@@ -147,7 +148,7 @@ def test_a_long_description_is_cut_and_the_summary_reaches_the_run(sweep):
     assert len(note) <= 8000
     assert note.startswith("## Compare in the MLflow UI") and "viewStateShareKey=mixsweep-hostile" in note
     summary = note.split("## Summary", 1)[1].split("## About this sweep", 1)[0]
-    assert "mix.preset" in summary and "none" in summary and "mixup" in summary, note
+    assert "mix.preset" in summary and "none" in summary and "mixsweep report hostile" in summary, note
     about = note.split("## About this sweep", 1)[1]
     assert "line 0000 of a long description" in about and "line 0299" not in about
     assert about.endswith("… (cut to fit MLflow's 8,000-character limit: the whole description is in the run's "
@@ -157,32 +158,31 @@ def test_a_long_description_is_cut_and_the_summary_reaches_the_run(sweep):
 def test_a_checkpoint_copied_from_another_trial_is_refused(sweep):
     from mlflow.tracking import MlflowClient
 
+    from orchestrator.spec import load_spec
+
     storage, spec, _ = sweep
     uri = f"sqlite:///{storage / 'mlflow.db'}"
-    runs = {r.info.run_name: r for r in trial_runs(uri, "hostile")}
-    victim, source = (storage / "hostile" / "trials" / runs[n].data.tags["mixsweep.run_hash"]
-                      for n in ("none-s0", "mixup-s0"))
-    client = MlflowClient(uri)
-    history = {k: [(m.step, m.value) for m in client.get_metric_history(runs["none-s0"].info.run_id, k)]
-               for k in ("test/top1_err", "train/loss")}
-    metrics = (victim / "metrics.jsonl").read_text()
-    # the attack: the victim lost its final.json (a re-run from its checkpoint), and holds mixup-s0's checkpoint
-    (victim / "final.json").unlink()
+    trials = storage / "hostile" / "trials"
+    (none,) = trial_runs(uri, "hostile")
+    source = trials / none.data.tags["mixsweep.run_hash"]
+    extended = {"factors.mix.preset": ["none", "mixup"]}
+    (mixup,) = [t for t in load_spec(spec, extended).trials if t.name == "mixup-s0"]
+    victim = trials / mixup.run_hash
+    # the attack: none-s0's checkpoint copied into the folder of mixup-s0, which the extended grid then runs
+    (victim / "checkpoints").mkdir(parents=True)
     shutil.copy2(source / "checkpoints" / "epoch_0001.pt", victim / "checkpoints" / "epoch_0001.pt")
 
-    proc = run("resume", "hostile", "--storage", str(storage), timeout=600)
+    proc = run("run", str(spec), "--storage", str(storage), "--set", "factors.mix.preset=[none, mixup]", timeout=600)
     out = proc.stdout + proc.stderr
-    mine, theirs = victim.name, source.name
-    refusal = (f"checkpoint {victim / 'checkpoints' / 'epoch_0001.pt'} was written by run {theirs}, not by this "
-               f"run {mine}: refusing to continue another trial's training")
+    refusal = (f"checkpoint {victim / 'checkpoints' / 'epoch_0001.pt'} was written by run {source.name}, not by "
+               f"this run {victim.name}: refusing to continue another trial's training")
     assert refusal in out, out[-3000:]
     assert proc.returncode != 0, out[-3000:]
-    failed = (victim / "failed.json").read_text()
-    assert refusal in failed and not (victim / "final.json").exists()
-    assert (victim / "metrics.jsonl").read_text() == metrics  # not rewritten from mixup-s0's history
-    after = client.get_run(runs["none-s0"].info.run_id)
-    assert after.info.status == "FAILED" and refusal in after.data.tags["mixsweep.error"], after.data.tags
-    assert {k: [(m.step, m.value) for m in client.get_metric_history(after.info.run_id, k)] for k in history} \
-        == history
-    status = run("status", "hostile", "--storage", str(storage), timeout=120)
-    assert "none-s0" in status.stdout and "failed" in status.stdout.lower(), status.stdout
+    assert refusal in (victim / "failed.json").read_text()
+    assert not (victim / "final.json").exists() and not (victim / "metrics.jsonl").exists()
+    client = MlflowClient(uri)
+    runs = {r.info.run_name: r for r in trial_runs(uri, "hostile")}
+    assert runs["mixup-s0"].info.status == "FAILED", runs["mixup-s0"].info.status
+    assert refusal in runs["mixup-s0"].data.tags["mixsweep.error"]
+    assert client.get_metric_history(runs["mixup-s0"].info.run_id, "test/top1_err") == []  # not none-s0's history
+    assert [m.step for m in client.get_metric_history(none.info.run_id, "test/top1_err")] == [1]
