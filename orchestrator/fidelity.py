@@ -48,6 +48,7 @@ from trainables.mixing import FACTOR_KEYS, build_mixer, factor_values, list_pres
 from trainables.mixing.fidelity import always_mixing, measure_fidelity
 from trainables.mixing.registry import did_you_mean
 from trainables.models import build_model
+from trainables.yamlio import load_yaml
 
 from .errors import UserError
 from .estimators import bootstrap_mean_ci
@@ -97,7 +98,7 @@ def split_values(text: str) -> list[Any]:
         return value
     if text.strip().startswith("["):  # meant as a list, but not valid YAML: say where it breaks
         try:
-            yaml.safe_load(text)
+            load_yaml(text)
         except yaml.MarkedYAMLError as exc:
             where = f" (column {exc.problem_mark.column + 1})" if exc.problem_mark else ""
             raise UserError(f"--set value {text!r} is not a valid list: {exc.problem}{where}") from None
@@ -116,7 +117,9 @@ def parse_sets(items: Sequence[str]) -> dict[str, list[Any]]:
     for item in items:
         try:
             (key,) = parse_set([item])
-        except ConfigError:  # no `=` or no key
+        except ConfigError as exc:
+            if item.partition("=")[0].strip() and "=" in item:  # a value over the YAML bounds
+                raise UserError(str(exc)) from None
             raise UserError(f"--set {item!r}: expected KEY=VALUE or KEY=V1,V2,..., e.g. --set mix.selection=random"
                             ) from None
         if key in out:

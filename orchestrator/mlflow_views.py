@@ -36,7 +36,8 @@ from .views import (
 
 #: the report's summary table (Markdown) on the sweep run, kept for the descriptions later runs write
 SUMMARY_TAG = "mixsweep.report_summary"
-MAX_NOTE_CHARS = 8000  # MLflow's limit on a run tag's value
+MAX_NOTE_CHARS = tracking.MAX_TAG_CHARS
+ABOUT_KEPT = 1000  #: characters of the spec's description a long summary leaves in the run's description
 LINKS_HEADING = "## Compare in the MLflow UI"
 SUMMARY_HEADING = "## Summary"
 ABOUT_HEADING = "## About this sweep"
@@ -95,19 +96,38 @@ def links_markdown(experiment_id: str, views: Sequence[View]) -> str:
     return "\n".join(lines)
 
 
+def fit(text: str, room: int, marker: str) -> str:
+    """`text`, or as much of it as fits in `room` characters with `marker` after it ("" when not even that)."""
+    if len(text) <= room:
+        return text
+    keep = room - len(marker)
+    return text[:keep].rstrip() + marker if keep > 0 else ""
+
+
 def description(spec, experiment_id: str, views: Sequence[View], summary: str = "") -> str:
-    """The sweep run's description: the links first (the UI folds long descriptions), the report's summary
-    (when there is one), then the spec's description."""
-    parts = [links_markdown(experiment_id, views)]
+    """The sweep run's description, within MLflow's tag limit (`MAX_NOTE_CHARS`): the links first (the UI folds
+    long descriptions), the report's summary (when there is one), then the spec's description. What does not
+    fit is cut, with a marker: the spec's description first (down to `ABOUT_KEPT` characters), then the
+    summary's last rows, then the rest of the spec's description."""
+    sep, marker = "\n\n", f"\n\n… (cut to fit MLflow's {MAX_NOTE_CHARS:,}-character limit"
+    links = links_markdown(experiment_id, views)
+    about = spec.description.strip()
+    about_frame = len(sep) + len(ABOUT_HEADING) + len(sep)
+    room = MAX_NOTE_CHARS - len(links)
+    parts = [links]
     if summary:
-        parts.append(f"{SUMMARY_HEADING}\n\n{summary}\n\n(`mixsweep report {spec.name}` refreshes it; "
-                     "details in the run's `report/` artifacts)")
-    if spec.description:
-        parts.append(f"{ABOUT_HEADING}\n\n{spec.description.strip()}")
-    text = "\n\n".join(parts)
-    if len(text) > MAX_NOTE_CHARS and summary:  # the links matter more than the last table rows
-        return description(spec, experiment_id, views, summary=summary[: MAX_NOTE_CHARS // 2] + "\n\n…")
-    return text[:MAX_NOTE_CHARS]
+        tail = f"(`mixsweep report {spec.name}` refreshes it; details in the run's `report/` artifacts)"
+        reserved = about_frame + min(len(about), ABOUT_KEPT) if about else 0
+        frame = len(sep) + len(SUMMARY_HEADING) + 2 * len(sep) + len(tail)
+        cut = fit(summary, room - reserved - frame, marker + ")")
+        if cut:
+            parts.append(f"{SUMMARY_HEADING}{sep}{cut}{sep}{tail}")
+            room -= len(sep) + len(parts[-1])
+    if about:
+        cut = fit(about, room - about_frame, marker + ": the whole description is in the run's spec.yaml)")
+        if cut:
+            parts.append(f"{ABOUT_HEADING}{sep}{cut}")
+    return sep.join(parts)[:MAX_NOTE_CHARS]
 
 
 def _old_summary(client, run_id: str) -> str:

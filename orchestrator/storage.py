@@ -34,7 +34,9 @@ from trainables.trialdir import TrialDir
 
 from .errors import UserError
 
-NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
+#: a sweep's name: a folder in the storage, a word in every printed command (`resume NAME`), so never an option
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+NAME_RULE = "1..64 characters from a-z, 0-9, '_' and '-', starting with a letter or digit (pattern [a-z0-9][a-z0-9_-]*)"
 DEFAULT_STORAGE = "mixsweep_runs"
 
 
@@ -118,7 +120,7 @@ def resolve_storage(arg: str | os.PathLike | None, *, create: bool) -> Path:
 def sweep_paths(storage: Path, name: str) -> SweepPaths:
     """Paths of sweep `name`; names that could escape the storage folder are refused."""
     if not isinstance(name, str) or not NAME.match(name):
-        raise UserError(f"sweep name {name!r} is not allowed: use 1-64 of a-z, 0-9, '_' and '-'")
+        raise UserError(f"sweep name {name!r} is not allowed: use {NAME_RULE}")
     paths = SweepPaths(storage, name)
     if paths.root.resolve().parent != storage.resolve():
         raise UserError(f"sweep name {name!r} escapes the storage folder {storage}")

@@ -33,6 +33,7 @@ from trainables.tracking import (
 from .errors import UserError
 
 TAG_SPEC_HASH = "mixsweep.spec_hash"
+MAX_TAG_CHARS = 8000  # MLflow's limit on a tag's value (longer ones are refused, not cut)
 
 
 def default_tracking_uri(storage: Path) -> str:
@@ -152,8 +153,8 @@ def ensure_sweep_run(mlflow_client, experiment_id: str, spec, spec_hash: str, pa
     run = find_sweep_run(mlflow_client, experiment_id, spec.name)
     if run is None:
         tags = {TAG_SWEEP: spec.name, TAG_ROLE: "sweep", TAG_SPEC_HASH: spec_hash, "mlflow.runName": spec.name}
-        if spec.description:
-            tags[TAG_NOTE] = spec.description
+        if spec.description:  # until `mlflow_views.publish` writes the whole description (cut to MLflow's limit)
+            tags[TAG_NOTE] = spec.description[:MAX_TAG_CHARS]
         run = mlflow_client.create_run(experiment_id, tags=tags, run_name=spec.name)
         run_id = run.info.run_id
         log_params(mlflow_client, run_id, params)

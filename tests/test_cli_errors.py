@@ -45,7 +45,8 @@ SPECS = [
      r"factors\.mix\.preset \(line 3\): empty list; a factor needs at least one level \(drop the factor, or move a "
      r"fixed value to base\)$"),
     ("bad-name", GOOD.replace("name: ok", "name: My Sweep!"),
-     r"name \(line 1\): must be 1\.\.64 characters from a-z, 0-9, '_' and '-' \(pattern \[a-z0-9_-\]\+\), e\.g\. "
+     r"name \(line 1\): must be 1\.\.64 characters from a-z, 0-9, '_' and '-', starting with a letter or digit "
+     r"\(pattern \[a-z0-9\]\[a-z0-9_-\]\*\), e\.g\. "
      r"'my_sweep' \(got 'My Sweep!'\)$"),
     ("yaml-syntax", GOOD.replace("seeds: 2", "seeds: [2"),
      r"line 5, column 1: invalid YAML: expected ',' or '\]', but got '<stream end>' \(while parsing a flow sequence "
@@ -78,7 +79,7 @@ SPECS = [
      r"factors \(line 3\): the combination mix\.preset=none × mix\.prob=0\.5 is invalid: mix\.preset=none does not "
      r"mix, so it takes no other mix\.\* keys \(got mix\.prob\)$"),
     ("name-escapes", GOOD.replace("name: ok", "name: ../evil"),
-     r"name \(line 1\): must be 1\.\.64 characters from a-z, 0-9, '_' and '-' .*, e\.g\. 'evil' \(got '\.\./evil'\)$"),
+     r"name \(line 1\): must be 1\.\.64 characters from a-z, 0-9, '_' and '-', .*, e\.g\. 'evil' \(got '\.\./evil'\)$"),
     ("removed-optimal-pairing",
      GOOD.replace("{mix.preset: [none, cutmix]}", "{mix.preset: [guided_sr], mix.pairing: [greedy, optimal]}"),
      r"factors\.mix\.pairing\[1\] \(line 3\): 'optimal' was removed: .*; use 'greedy_local'"),
@@ -194,7 +195,8 @@ def _cli_cases(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("sync-unknown", ["sync", "nosuch", "--storage", str(tmp)], rf"^mixsweep sync: error: {unknown}"),
         ("ui-unknown", ["ui", "nosuch", "--storage", str(tmp)], rf"^mixsweep ui: error: {unknown}"),
         ("resume-escaping-name", ["resume", "../../etc", "--storage", str(tmp)],
-         r"^mixsweep resume: error: sweep name '\.\./\.\./etc' is not allowed: use 1-64 of a-z, 0-9, '_' and '-'$"),
+         r"^mixsweep resume: error: sweep name '\.\./\.\./etc' is not allowed: use 1\.\.64 characters "
+         r"from a-z, 0-9, '_' and '-', starting with a letter or digit \(pattern \[a-z0-9\]\[a-z0-9_-\]\*\)$"),
         ("status-missing-storage", ["status", "x", "--storage", str(tmp / "absent")],
          rf"^mixsweep status: error: --storage {e(str(tmp / 'absent'))} does not exist$"),
         ("status-corrupt-state", ["status", "corrupt", "--storage", str(tmp)],

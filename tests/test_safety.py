@@ -43,8 +43,9 @@ def test_spec_loader_is_a_safe_loader():
     import yaml
 
     from orchestrator.spec import _UniqueKeyLoader
+    from trainables.yamlio import BoundedSafeLoader
 
-    assert issubclass(_UniqueKeyLoader, yaml.SafeLoader)
+    assert issubclass(_UniqueKeyLoader, BoundedSafeLoader) and issubclass(BoundedSafeLoader, yaml.SafeLoader)
 
 
 def test_specs_load_with_safe_yaml(tmp_path):
@@ -68,9 +69,10 @@ def test_no_eval_exec_or_unsafe_loaders_in_sources():
         assert "eval" not in calls and "exec" not in calls, path
         text = path.read_text()
         assert "yaml.unsafe_load" not in text and "yaml.full_load" not in text, path
-        for line in text.splitlines():  # yaml.load only with a SafeLoader subclass
+        for line in text.splitlines():  # yaml.load only in trainables.yamlio (a bounded SafeLoader subclass)
             if "yaml.load(" in line:
-                assert "Loader=_UniqueKeyLoader" in line, (path, line)
+                assert path.name == "yamlio.py" and "Loader=loader" in line, (path, line)
+            assert "yaml.safe_load(" not in line, (path, line)  # unbounded: trainables.yamlio.load_yaml
         assert "pickle.load" not in text, path  # CIFAR uses a restricted pickle.Unpickler (test below)
         for node in ast.walk(tree):  # every torch.load passes weights_only=True
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \

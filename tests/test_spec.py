@@ -55,8 +55,8 @@ MALFORMED = [
                                                    r"'factors'\?\); allowed: name, description, experiment, base"),
     ("config_key_at_top", "name: x\nepochs: 3\n", r"epochs \(line 2\): 'epochs' is a training config key, not a spec "
                                                   r"field: put it under `base:`"),
-    ("missing_name", "base: {}\n", r"name: required field is missing: .*\[a-z0-9_-\]\+"),
-    ("bad_name", "name: My Sweep!\n", r"name \(line 1\): must be 1\.\.64 characters .*\[a-z0-9_-\]\+.*e\.g\. "
+    ("missing_name", "base: {}\n", r"name: required field is missing: .*\[a-z0-9\]\[a-z0-9_-\]\*"),
+    ("bad_name", "name: My Sweep!\n", r"name \(line 1\): must be 1\.\.64 characters .*\[a-z0-9\]\[a-z0-9_-\]\*.*e\.g\. "
                                       r"'my_sweep' \(got 'My Sweep!'\)"),
     ("long_name", f"name: {'a' * 65}\n", r"name \(line 1\): must be 1\.\.64 characters"),
     ("seeds_type", "name: x\nseeds: abc\n", r"seeds \(line 2\): expected an integer N >= 1 .* \(got 'abc'\)"),

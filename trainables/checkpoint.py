@@ -22,20 +22,29 @@ FORMAT = 1
 KEEP = 2
 
 
-def save_checkpoint(folder: Path, epoch: int, state: dict[str, Any], keep: int = KEEP) -> Path:
-    """Save `state` as the checkpoint of `epoch` completed epochs; prune all but the newest `keep`."""
+class ForeignCheckpoint(RuntimeError):
+    """The newest checkpoint of a folder was written by another run (its `run_hash` differs): never adopted."""
+
+
+def save_checkpoint(folder: Path, epoch: int, state: dict[str, Any], keep: int = KEEP, *, run_hash: str = "") -> Path:
+    """Save `state` as the checkpoint of `epoch` completed epochs of run `run_hash` (the run it belongs to, see
+    `load_latest`); prune all but the newest `keep`."""
     path = checkpoint_path(folder, epoch)
-    atomic_write_bytes(path, lambda f: torch.save({"format": FORMAT, "epoch": epoch, **state}, f))
+    owner = {"run_hash": run_hash} if run_hash else {}
+    atomic_write_bytes(path, lambda f: torch.save({"format": FORMAT, "epoch": epoch, **owner, **state}, f))
     for _, old in list_checkpoints(folder)[:-keep]:
         old.unlink(missing_ok=True)
     return path
 
 
-def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+def load_latest(folder: Path, map_location: str | torch.device = "cpu", *, run_hash: str = "") -> dict[str, Any] | None:
     """The newest checkpoint that loads (weights_only=True), or None when there is none.
 
     A file that does not load (damaged, or refused by the safe loader) is reported on stderr and
     the previous one is tried; temporary files left by a kill during a write are removed.
+    `run_hash`: the run that resumes; a checkpoint that records another run (copied from another trial's
+    folder) raises ForeignCheckpoint naming both and the file. Checkpoints from before the run was
+    recorded carry none and load as they are.
     """
     for stale in folder.glob(".epoch_*.pt.*") if folder.is_dir() else []:
         stale.unlink(missing_ok=True)
@@ -47,6 +56,11 @@ def load_latest(folder: Path, map_location: str | torch.device = "cpu") -> dict[
                   "trying the previous one", file=sys.stderr, flush=True)
             continue
         if isinstance(state, dict) and state.get("format") == FORMAT:
+            theirs = state.get("run_hash")
+            if run_hash and theirs and theirs != run_hash:
+                raise ForeignCheckpoint(f"checkpoint {path} was written by run {theirs}, not by this run {run_hash}: "
+                                        "refusing to continue another trial's training; remove the file (or move "
+                                        "it back to its own trial's folder)")
             return state
     return None
 

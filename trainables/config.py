@@ -30,6 +30,7 @@ from .mixing.errors import ConfigError
 from .mixing.registry import did_you_mean
 from .models import MODELS, TV_PREFIX, list_models, model_options
 from .recipes import RECIPES
+from .yamlio import YamlLimitError, describe, load_yaml
 
 
 class _Strict(BaseModel):
@@ -143,11 +144,14 @@ def show(value: Any, limit: int = 80) -> str:
 
 def parse_value(text: str) -> Any:
     """A `--set` value read as one YAML value, exactly as in a YAML file: `0.1` a float, `[a, b]` a list,
-    `"123"` the string 123; text that is not valid YAML (or is blank) stays the text."""
+    `"123"` the string 123; text that is not valid YAML (or is blank) stays the text. ConfigError when it is
+    over `trainables.yamlio`'s bounds (nesting, alias expansion, size)."""
     if not text.strip():
         return text
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
+    except YamlLimitError as exc:
+        raise ConfigError((), f"the value {show(text, 40)} is refused: {describe(exc)}") from None
     except yaml.YAMLError:
         return text
 
@@ -163,7 +167,10 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError((), f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=0.1")
-        out[key.strip()] = parse_value(text)
+        try:
+            out[key.strip()] = parse_value(text)
+        except ConfigError as exc:
+            raise ConfigError((), f"--set {key.strip()}: {exc.message}") from None
     return out
 
 

@@ -37,14 +37,15 @@ from typing import Any
 import yaml
 from torch import Tensor
 
-from .checkpoint import load_latest, save_checkpoint
-from .config import ConfigError, TrainConfig, flatten, identity, parse_set, validate_config
+from .checkpoint import ForeignCheckpoint, load_latest, save_checkpoint
+from .config import ConfigError, TrainConfig, flatten, identity, parse_set, trial_hashes, validate_config
 from .loop import TrainingDiverged, TrainState, TrialSetup, build_trial, run_epoch
 from .mixing import MixOutput
 from .render import render_rows, rows_from_output
 from .runtime import keep_freed_memory
 from .tracking import apply_http_defaults
 from .trialdir import TrialDir, read_config, write_config
+from .yamlio import YamlLimitError, describe, load_yaml, read_bounded
 
 EpochCallback = Callable[[dict[str, float], Path, bool], None]
 
@@ -80,8 +81,8 @@ class Preview:
 
 
 def _restore(state: TrainState, trial_dir: TrialDir, setup: TrialSetup, verbose: bool) -> None:
-    """Continue from the newest checkpoint that loads, if there is one."""
-    ckpt = load_latest(trial_dir.checkpoints, map_location=setup.device)
+    """Continue from the newest checkpoint that loads, if there is one (ForeignCheckpoint: not this run's)."""
+    ckpt = load_latest(trial_dir.checkpoints, map_location=setup.device, run_hash=_run_hash(setup.cfg))
     if ckpt is None:
         return
     state.load(ckpt)
@@ -103,7 +104,7 @@ def _run(setup: TrialSetup, state: TrainState, trial_dir: TrialDir, on_epoch: Ep
     last: tuple[dict[str, float], Path] | None = None
     while state.epoch < cfg.epochs:
         metrics = run_epoch(setup, state, on_mixed=preview)
-        path = save_checkpoint(trial_dir.checkpoints, state.epoch, state.checkpoint())
+        path = save_checkpoint(trial_dir.checkpoints, state.epoch, state.checkpoint(), run_hash=_run_hash(cfg))
         trial_dir.write_metrics(state.history)
         if verbose:
             _log(f"epoch {state.epoch}/{cfg.epochs}  train/loss {metrics['train/loss']:.4f}  "
@@ -120,6 +121,11 @@ def _run(setup: TrialSetup, state: TrainState, trial_dir: TrialDir, on_epoch: Ep
     if last is not None and on_epoch is not None:
         on_epoch({**last[0], **state.final}, last[1], True)
     return state.final
+
+
+def _run_hash(cfg: TrainConfig) -> str:
+    """The run a checkpoint belongs to: written into each one, checked when one is resumed."""
+    return trial_hashes(cfg)[1]
 
 
 def _check_workdir_config(workdir: Path, cfg: TrainConfig, *, owned: bool) -> None:
@@ -172,7 +178,8 @@ def train(config: Mapping[str, Any] | TrainConfig, *, workdir: str | Path, on_ep
 
     Raises:
         ConfigError: bad config, or a workdir that belongs to another config.
-        SetupError: the trial cannot start (data files missing, a value its dataset or model refuses).
+        SetupError: the trial cannot start (data files missing, a value its dataset or model refuses, a newest
+            checkpoint that another run wrote).
         TrainingDiverged: the loss became NaN/inf (names the epoch and step).
     """
     cfg = validate_config(config)
@@ -180,17 +187,20 @@ def train(config: Mapping[str, Any] | TrainConfig, *, workdir: str | Path, on_ep
     workdir.mkdir(parents=True, exist_ok=True)
     trial_dir = TrialDir(workdir)
     _check_workdir_config(workdir, cfg, owned=owned)
-    if trial_dir.final.exists() and (final := _read_final(trial_dir.final)) is not None:
-        if trial_dir.epochs_done() != final.get("epochs"):  # a damaged metrics.jsonl: the checkpoint has them
-            ckpt = load_latest(trial_dir.checkpoints)
-            if ckpt is not None:
-                trial_dir.write_metrics(ckpt["history"])
-        return final
     try:
-        setup, state = build_trial(cfg)
-    except (ValueError, TypeError, FileNotFoundError) as exc:  # ConfigError, DatasetNotFoundError included
-        raise SetupError(f"{type(exc).__name__}: {exc}") from exc
-    _restore(state, trial_dir, setup, verbose)
+        if trial_dir.final.exists() and (final := _read_final(trial_dir.final)) is not None:
+            if trial_dir.epochs_done() != final.get("epochs"):  # a damaged metrics.jsonl: the checkpoint has them
+                ckpt = load_latest(trial_dir.checkpoints, run_hash=_run_hash(cfg))
+                if ckpt is not None:
+                    trial_dir.write_metrics(ckpt["history"])
+            return final
+        try:
+            setup, state = build_trial(cfg)
+        except (ValueError, TypeError, FileNotFoundError) as exc:  # ConfigError, DatasetNotFoundError included
+            raise SetupError(f"{type(exc).__name__}: {exc}") from exc
+        _restore(state, trial_dir, setup, verbose)
+    except ForeignCheckpoint as exc:
+        raise SetupError(str(exc)) from None
     return _run(setup, state, trial_dir, on_epoch, verbose)  # at once when killed between checkpoint and final
 
 
@@ -199,7 +209,9 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError((), f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(read_bounded(path).decode("utf-8"))
+    except YamlLimitError as exc:
+        raise ConfigError((), f"{path}: refused: {describe(exc)}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError((), f"{path}: not valid YAML: {exc}") from None
     if data is None:

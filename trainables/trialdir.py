@@ -32,6 +32,7 @@ import yaml
 
 from .files import atomic_write_text
 from .mixing.errors import ConfigError
+from .yamlio import load_yaml, read_bounded
 
 if TYPE_CHECKING:
     from .config import TrainConfig
@@ -221,7 +222,7 @@ def write_config(workdir: Path, cfg: TrainConfig) -> None:
 def read_config(path: Path) -> dict[str, Any]:
     """A `config.yaml` written by `write_config`; ConfigError naming the file when it cannot be read."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(read_bounded(path).decode("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError((), f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:200]})") from None
     if not isinstance(data, dict):

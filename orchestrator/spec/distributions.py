@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 
 from trainables.config import show
 from trainables.mixing.registry import did_you_mean
+from trainables.yamlio import YamlLimitError, describe, load_yaml
 
 from .source_map import level
 
@@ -102,7 +103,9 @@ def parse_distribution(value: Any) -> Distribution:
         choices = []
         for arg in args:
             try:
-                choices.append(yaml.safe_load(arg))
+                choices.append(load_yaml(arg))
+            except YamlLimitError as exc:
+                raise ValueError(f"choice {show(arg, 40)} in {value!r} is refused: {describe(exc)}") from None
             except yaml.YAMLError:
                 choices.append(arg)
     else:

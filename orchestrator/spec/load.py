@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from trainables.config import describe_validation_error, known_keys, show
 from trainables.mixing.registry import did_you_mean
+from trainables.yamlio import YamlLimitError, describe, load_yaml, read_bounded
 
 from ..errors import UserError
 from .check import check_search
@@ -97,9 +98,11 @@ def parse_spec(text: str, source: str = "<string>", overrides: Mapping[str, Any]
 
 def _read(path: Path, source: str) -> str:
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path)
     except OSError as exc:
         raise UserError(f"{source}: cannot read the spec: {exc.strerror or exc}") from None
+    except YamlLimitError as exc:
+        raise UserError(f"{source}: refused: {describe(exc)}; a spec is a few KiB") from None
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -120,7 +123,7 @@ def list_specs() -> list[tuple[str, str]]:
     out = []
     for name, item in _shipped().items():
         try:
-            data = yaml.safe_load(item.read_text(encoding="utf-8"))
+            data = load_yaml(item.read_text(encoding="utf-8"))
             desc = data.get("description", "") if isinstance(data, dict) else ""
         except (yaml.YAMLError, UnicodeDecodeError):
             desc = "(invalid YAML)"

@@ -26,14 +26,16 @@ from trainables.config import ConfigError, flatten, show, validate_config
 from trainables.metrics import FINAL_ERR, WORST
 from trainables.mixing.registry import did_you_mean
 
-from ..storage import NAME
+from ..storage import NAME, NAME_RULE
 from .distributions import Distribution, parse_distribution
 from .expand import Trial, resolve_grid
 from .source_map import FieldError, SpecPath, level
 
 #: the metrics a trial reports; `metric` must be one of them
 METRICS = tuple(WORST)
-NAME_RULE = "1..64 characters from a-z, 0-9, '_' and '-' (pattern [a-z0-9_-]+)"
+#: an MLflow experiment name is free text, but a local store keeps its artifacts in `mlartifacts/<experiment>/`
+EXPERIMENT_RULE = ("any text without '/', '\\' or control characters, not starting with '-', "
+                   "and not '.' or '..'")
 #: a grid larger than this is almost certainly a mistake (a seed count or a factor given in the wrong place)
 MAX_TRIALS = 10_000
 MAX_SEED = 2**63 - 1
@@ -179,7 +181,7 @@ def _parse_base(raw: Any) -> dict[str, Any]:
 class SweepSpec(_Frozen):
     """A validated sweep: the base config, the factor grid, the seeds, and how Ray Tune runs it."""
 
-    name: str = Field(description="[a-z0-9_-]+; the Ray experiment and the MLflow sweep run name")
+    name: str = Field(description="[a-z0-9][a-z0-9_-]*; the Ray experiment and the MLflow sweep run name")
     description: str = ""
     experiment: str = Field("mixsweep", description="MLflow experiment")
     base: dict[str, Any] = Field(default_factory=dict, description="flat dotted training config of every trial")
@@ -214,6 +216,9 @@ class SweepSpec(_Frozen):
     def _experiment(cls, v: str) -> str:
         if not v.strip():
             raise FieldError(("experiment",), "must be a non-empty MLflow experiment name (default 'mixsweep')")
+        if v.strip() in (".", "..") or v.startswith("-") or any(c in "/\\" or not c.isprintable() for c in v):
+            raise FieldError(("experiment",), f"{v!r} is not allowed: an experiment name is {EXPERIMENT_RULE} "
+                             "(it names a folder of the storage's artifacts)")
         return v
 
     @field_validator("description", mode="before")
@@ -348,5 +353,5 @@ class SweepSpec(_Frozen):
         return out
 
 
-__all__ = ["MAX_SEED", "MAX_TRIALS", "METRICS", "NAME_RULE", "AshaSpec", "Resources", "SearchSpec", "SweepSpec",
-           "flat_section"]
+__all__ = ["EXPERIMENT_RULE", "MAX_SEED", "MAX_TRIALS", "METRICS", "NAME_RULE", "AshaSpec", "Resources", "SearchSpec",
+           "SweepSpec", "flat_section"]

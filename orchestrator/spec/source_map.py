@@ -7,7 +7,8 @@ A problem in a spec is a `FieldError` at a spec PATH (`("factors", "mix.selectio
 
 with the line of the deepest YAML node along the path (dotted keys match nested maps too), or
 `(from --set KEY)` for a value that came from the command line. YAML is read with `yaml.safe_load`
-semantics only, plus: a key given twice in one mapping is an error (plain PyYAML keeps the last one).
+semantics only, within `trainables.yamlio`'s bounds (size, nesting, alias expansion), plus: a key given
+twice in one mapping is an error (plain PyYAML keeps the last one).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import yaml
+
+from trainables.yamlio import BoundedSafeLoader, YamlLimitError, describe, load_yaml
 
 from ..errors import UserError
 
@@ -57,8 +60,8 @@ def arm_label(levels: Mapping[str, Any]) -> str:
     return " × ".join(f"{k}={level(v)}" for k, v in levels.items()) or "(base)"
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (plain PyYAML silently keeps the last one)."""
+class _UniqueKeyLoader(BoundedSafeLoader):
+    """The bounded SafeLoader, refusing also duplicate mapping keys (plain PyYAML silently keeps the last one)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -77,9 +80,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_yaml(text: str, source: str) -> Any:
-    """The YAML `text` as data; a syntax error is a UserError with its line and column."""
+    """The YAML `text` as data; a syntax error, or text over the bounds, is a UserError with its line and column."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return load_yaml(text, loader=_UniqueKeyLoader)
+    except YamlLimitError as exc:
+        raise UserError(f"{source}: refused: {describe(exc)}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -117,7 +122,7 @@ class SourceMap:
         """1-based line of the deepest YAML node along `path`; None when the text has no such node."""
         if self._root is None:
             try:
-                self._root = yaml.compose(self.text, Loader=yaml.SafeLoader) or False
+                self._root = yaml.compose(self.text, Loader=BoundedSafeLoader) or False
             except yaml.YAMLError:
                 self._root = False
         return _line_in(self._root, list(path)) if self._root else None
