@@ -19,7 +19,30 @@ import pytest
 from .reliability_helpers import epochs_logged, run, start, wait_for, write_spec
 from .test_reliability import mlflow_server, sqlite_uri  # noqa: F401 - a fixture, shared
 
-pytestmark = pytest.mark.slow
+
+def test_books_acknowledge_a_signal_then_keep_their_deadline():
+    """The bookkeeping after a launch: a first signal is acknowledged (no interruption), a second one ("stop now")
+    leaves it at most STOP_NOW_S, and the deadline interrupts even a blocking call. Real signals, this process."""
+    import io
+
+    from orchestrator.launch import STOP_NOW_S, OutOfTime, StopSignals
+
+    out, alarm = io.StringIO(), signal.getsignal(signal.SIGALRM)
+    with StopSignals(out) as stop:
+        began = time.monotonic()
+        with pytest.raises(OutOfTime), stop.books(seconds=0.5):
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert "SIGTERM: the trials have ended; finishing up" in out.getvalue()
+            time.sleep(30)  # a call that never returns (a hung server's socket read): the deadline ends it
+        assert 0.5 <= time.monotonic() - began < 5
+        os.kill(os.getpid(), signal.SIGINT)  # after the deadline: acknowledged only
+        assert out.getvalue().splitlines()[-1].startswith("[mixsweep] already stopping")
+        with pytest.raises(OutOfTime), stop.books(seconds=600):  # a stop-now was asked for: STOP_NOW_S at most
+            assert stop.deadline - time.monotonic() <= STOP_NOW_S
+            stop.deadline = time.monotonic() + 0.2  # (not to wait STOP_NOW_S here)
+            stop._alarm()
+            time.sleep(30)
+    assert signal.getsignal(signal.SIGALRM) is alarm  # given back
 
 
 def settled(log, name: str):
@@ -43,6 +66,7 @@ def kill_session(proc) -> None:
         proc.wait()
 
 
+@pytest.mark.slow
 def test_sigterm_after_ray_shut_down_finishes_the_books(tmp_path):
     """SIGTERM once every trial ended (Ray already shut down, the report being written): acknowledged, the report
     is written, the sweep run is FINISHED, exit 0. Ray's shutdown had reset SIGTERM to SIG_DFL: killed, rc -15."""
@@ -63,6 +87,7 @@ def test_sigterm_after_ray_shut_down_finishes_the_books(tmp_path):
     assert sweep_run(sqlite_uri(storage), "term").info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_resume_writes_the_report_a_killed_driver_never_wrote(tmp_path):
     """The driver is killed (SIGKILL) while it writes the report: `resume` has nothing to run, and writes it."""
     spec = write_spec(tmp_path / "s.yaml", "unreported", epochs=1, train_size=256, factors="mix.preset: [none]",
@@ -122,6 +147,7 @@ def hung_server(request):
     server.server_close()
 
 
+@pytest.mark.slow
 def test_tracking_server_that_never_answers_is_refused_before_anything_runs(tmp_path, hung_server):
     kind, uri = hung_server
     spec = write_spec(tmp_path / "s.yaml", "silent", epochs=1, train_size=256, factors="mix.preset: [none]", seeds=1)
@@ -137,6 +163,7 @@ def test_tracking_server_that_never_answers_is_refused_before_anything_runs(tmp_
     assert took < 30, took  # the CLI's start-up and one short timeout per request, not MLflow's retries
 
 
+@pytest.mark.slow
 def test_ctrl_c_twice_with_a_hung_tracking_server_stops_in_bounded_time(tmp_path, mlflow_server):  # noqa: F811
     """The server answers, then hangs (SIGSTOP) mid-sweep: Ctrl+C twice still stops the driver within 30 s, exit
     130, with the hint to resume (it used to spend minutes in MLflow timeouts, deaf to Ctrl+C)."""
