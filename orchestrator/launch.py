@@ -239,7 +239,8 @@ def _wait_gone(procs: list, timeout: float) -> tuple[list, list]:
 def resync_signal_handlers() -> None:
     """Give the kernel Python's SIGINT / SIGTERM handlers again.
 
-    `ray.shutdown()` resets SIGTERM (with the fatal signals its C++ logging handles) to SIG_DFL through
+    `ray.shutdown()` shuts the core worker's C++ logging down (`RayLog::ShutDownRayLog` ->
+    `UninstallSignalAction`), which resets SIGTERM (with the fatal signals it handled) to SIG_DFL through
     `sigaction`, behind Python's back: `signal.getsignal` still names the Python handler, which no longer runs,
     and the next SIGTERM kills the process at once (rc 143: no settle, no report). SIGINT is not touched.
     """
