@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -137,12 +138,16 @@ def stop_processes(procs: list, timeout: float = STOP_TIMEOUT_S) -> int:
 
 
 @contextmanager
-def ray_connection(address: str | None, paths: SweepPaths, on_worker_line=None) -> Iterator[None]:
+def ray_connection(address: str | None, paths: SweepPaths, on_worker_line=None,
+                   signals: StopSignals | None = None) -> Iterator[None]:
     """Connect to Ray (an embedded local instance by default) and record it in driver.json.
 
     Ray speaks to `<sweep>/logs/` only (`orchestrator.console`): its loggers (set up by the session), and the
     trial processes' output, which reaches this driver through Ray's log stream and is written to workers.log
     by our printer; `on_worker_line(pid, line)` gets the lines of ours among it (`console.SHOWN`).
+
+    Ray changes this process's signal handlers (`resync_signal_handlers`): `signals` (the sweep's
+    `StopSignals`) are installed again once `ray.init` returned and once `ray.shutdown` did.
     """
     import ray
 
@@ -169,6 +174,12 @@ def ray_connection(address: str | None, paths: SweepPaths, on_worker_line=None) 
                 ray.init(address="local", include_dashboard=False, log_to_driver=True)
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise UserError(f"cannot connect to Ray at {target or 'a new local instance'}: {exc}") from None
+        except SystemExit as exc:  # SIGTERM during ray.init: Ray's handler, in place meanwhile, calls sys.exit
+            if signals is None or exc.code != signal.SIGTERM:
+                raise
+            signals.stop_now(signal.SIGTERM)
+        if signals is not None:
+            signals.arm()
         workers.install()
         record_driver(paths, address)
         yield
@@ -177,6 +188,7 @@ def ray_connection(address: str | None, paths: SweepPaths, on_worker_line=None) 
         try:
             ray.shutdown()
         finally:
+            resync_signal_handlers()  # at once: a SIGTERM while waiting for the workers below would kill us
             workers.uninstall()
         # the raylet's workers notice its end only after a while: wait for them (then stop them), so
         # that no trial process still writes to MLflow or its workdir while the driver settles
@@ -224,25 +236,59 @@ def _wait_gone(procs: list, timeout: float) -> tuple[list, list]:
     return psutil.wait_procs(procs, timeout=timeout) if procs else ([], [])
 
 
+def resync_signal_handlers() -> None:
+    """Give the kernel Python's SIGINT / SIGTERM handlers again.
+
+    `ray.shutdown()` shuts the core worker's C++ logging down (`RayLog::ShutDownRayLog` ->
+    `UninstallSignalAction`), which resets SIGTERM (with the fatal signals it handled) to SIG_DFL through
+    `sigaction`, behind Python's back: `signal.getsignal` still names the Python handler, which no longer runs,
+    and the next SIGTERM kills the process at once (rc 143: no settle, no report). SIGINT is not touched.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in StopSignals.SIGNALS:
+        handler = signal.getsignal(sig)
+        if handler is not None:  # None: not installed from Python, nothing to restore
+            signal.signal(sig, handler)
+
+
 class StopNow(KeyboardInterrupt):
     """A second Ctrl+C / SIGTERM: stop at once, without waiting for Tune to wind the trials down."""
 
 
-class StopSignals:
-    """Ctrl+C (SIGINT) and SIGTERM while a sweep runs, the same for both.
+class OutOfTime(BaseException):
+    """The driver's bookkeeping after a launch ran past its deadline (`StopSignals.books`).
 
-    The first one stops gracefully: inside `Tuner.fit` it is handed to Tune (its SIGUSR1 handler; its
-    own SIGINT handler is off), which ends the trials after a last experiment checkpoint. The next one,
-    or one that comes when no Tune run is under way, raises `StopNow`. After that (`hold()`, also called
-    when the launch ends) every further signal is only acknowledged: shutting Ray down and closing the
-    MLflow runs always run to their end, so no Ray process is orphaned, no run stays RUNNING, and no
-    KeyboardInterrupt escapes from a clean-up or an atexit hook.
+    A BaseException: no `except Exception` on the way (MLflow's, ours) takes it for a store error to retry."""
+
+
+#: the bookkeeping after a launch (MLflow settle; then the report and views, each): its deadline as a whole, not
+#: per call, so that a tracking server that hangs costs a bounded time; and what is left of it once a stop is asked
+#: for again ("stop now")
+BOOKS_S, STOP_NOW_S = 120.0, 10.0
+
+
+class StopSignals:
+    """Ctrl+C (SIGINT) and SIGTERM while a sweep's driver runs, the same for both, in every phase.
+
+    - Before the launch (the checks, preparing, planning): a signal raises `StopNow`.
+    - The launch: the first one stops gracefully: inside `Tuner.fit` it is handed to Tune (its SIGUSR1 handler;
+      its own SIGINT handler is off), which ends the trials after a last experiment checkpoint. The next one, or
+      one that comes when no Tune run is under way, raises `StopNow`.
+    - Ray's shutdown (`hold()`, called when the launch ends): every signal is only acknowledged, so that no Ray
+      process is orphaned and no KeyboardInterrupt escapes from a clean-up or an atexit hook.
+    - The bookkeeping (`books()`: settling MLflow, the report, the views), under a deadline: a first signal is
+      acknowledged (the trials have ended: finishing up); a further one ("stop now") leaves it `STOP_NOW_S`
+      more. Past the deadline `OutOfTime` is raised, for the caller to print what is left and how to finish it.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, out) -> None:
         self.out, self.graceful, self.holding = out, False, False
+        self.stops = 0  #: signals received so far
+        self.now = False  #: a stop-now was asked for: what is left gets `STOP_NOW_S`
+        self.deadline: float | None = None  #: time.monotonic() at which the bookkeeping under way is cut short
 
     def __enter__(self) -> StopSignals:
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # Tune hears a stop through SIGUSR1, from us
@@ -251,7 +297,7 @@ class StopSignals:
         return self
 
     def arm(self) -> None:
-        """(Re)install the handlers: `ray.init` puts a C++ SIGTERM handler of its own in their place."""
+        """(Re)install the handlers: `ray.init` puts handlers of its own in their place, `ray.shutdown` SIG_DFL."""
         for sig in self.SIGNALS:
             signal.signal(sig, self._on_signal)
 
@@ -263,24 +309,67 @@ class StopSignals:
         """From now on, signals do not interrupt: the clean-up runs to its end."""
         self.holding = True
 
+    @contextmanager
+    def books(self, seconds: float = BOOKS_S) -> Iterator[None]:
+        """Bookkeeping after the launch (or instead of one), cut short by `OutOfTime` after `seconds` (after
+        `STOP_NOW_S` once a stop-now was asked for); signals meanwhile: see the class."""
+        self.arm()  # Ray's shutdown may have reset SIGTERM behind Python's back
+        self.holding = False
+        self.deadline = time.monotonic() + (min(seconds, STOP_NOW_S) if self.now else seconds)
+        previous, (pending, _), began = signal.signal(signal.SIGALRM, self._on_alarm), \
+            signal.getitimer(signal.ITIMER_REAL), time.monotonic()
+        self._alarm()
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+            if pending:  # someone else's timer (a test runner's timeout): given back, minus the time spent here
+                signal.setitimer(signal.ITIMER_REAL, max(0.001, pending - (time.monotonic() - began)))
+            self.deadline, self.holding = None, True  # the session ends: signals are acknowledged only
+
+    def stop_now(self, signum: int) -> None:
+        """Stop at once: raise `StopNow`, after saying so."""
+        self.holding = self.now = True
+        self._say(f"{signal.Signals(signum).name}: stopping now")
+        raise StopNow
+
+    def _alarm(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, max(0.001, self.deadline - time.monotonic()))
+
+    def _on_alarm(self, signum, frame) -> None:
+        if self.deadline is not None:
+            self.deadline, self.holding = None, True  # raised once; what the caller says then is not cut in turn
+            raise OutOfTime
+
     def _say(self, text: str) -> None:
         print(f"[mixsweep] {text}", file=self.out, flush=True)
 
     def _on_signal(self, signum, frame) -> None:
+        self.stops += 1
+        name = signal.Signals(signum).name
+        if self.deadline is not None:  # the bookkeeping: never an interruption, a shorter deadline at most
+            if self.stops == 1:
+                self._say(f"{name}: the trials have ended; finishing up: writing the report and closing the MLflow "
+                          f"runs (again to stop now: at most {STOP_NOW_S:.0f} s more)")
+                return
+            self.now = True
+            self.deadline = min(self.deadline, time.monotonic() + STOP_NOW_S)
+            self._alarm()
+            self._say(f"{name}: stopping now: finishing the books within {self.deadline - time.monotonic():.0f} s")
+            return
         if self.holding:
+            self.now = self.now or self.stops > 1
             self._say("already stopping: shutting Ray down and closing the MLflow runs, please wait (kill -9 would "
                       "leave them open)")
             return
         tune_handler = signal.getsignal(signal.SIGUSR1)
         if not self.graceful and callable(tune_handler) and tune_handler is not self._previous[signal.SIGUSR1]:
             self.graceful = True
-            self._say(f"{signal.Signals(signum).name}: stopping; running trials keep their last checkpoint "
-                      "(Ctrl+C again to stop at once)")
+            self._say(f"{name}: stopping; running trials keep their last checkpoint (Ctrl+C again to stop at once)")
             tune_handler(signum, frame)
             return
-        self.holding = True
-        self._say(f"{signal.Signals(signum).name}: stopping now")
-        raise StopNow
+        self.stop_now(signum)
 
 
 def _scheduler(spec):
@@ -361,12 +450,12 @@ def build_tuner(plan: LaunchPlan, progress):
 
 def run_plan(plan: LaunchPlan, progress, signals: StopSignals) -> bool:
     """Run one launch; returns True when every trial ended, False when it was stopped (SIGINT/SIGTERM)."""
-    with ray_connection(plan.address, plan.paths, on_worker_line=getattr(progress, "worker_line", None)):
-        signals.arm()
+    with ray_connection(plan.address, plan.paths, on_worker_line=getattr(progress, "worker_line", None),
+                        signals=signals):
         try:
             results = build_tuner(plan, progress).fit()
         finally:
-            signals.hold()  # Ray's shutdown and the MLflow settle that follow are not to be cut short
+            signals.hold()  # Ray's shutdown is not to be cut short (the bookkeeping after it: `signals.books`)
             close = getattr(progress, "close", None)
             if close is not None:
                 close()  # the live table ends before anything else prints

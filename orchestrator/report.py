@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trainables.files import atomic_write_text
+
 from . import tracking
 from .errors import UserError
 from .membership import current_hashes
@@ -301,11 +303,11 @@ def write_report(
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("report.md", "factors.png", "trials.csv", "summary.csv", "summary.md")}
-    paths["report.md"].write_text(render_markdown(report), encoding="utf-8")
     paths["summary.md"].write_text(render_summary(report), encoding="utf-8")
     plot_factors(report, paths["factors.png"])
     trials.to_csv(paths["trials.csv"], index=False)
     summary_frame(report).to_csv(paths["summary.csv"], index=False)
+    atomic_write_text(paths["report.md"], render_markdown(report))  # last, whole: it dates the report
     return paths
 
 
@@ -330,7 +332,6 @@ def write_search_report(trials: pd.DataFrame, space: Sequence[str], metric: str,
     if len(failed):
         lines += ["", "Not finished: " + ", ".join(f"{r['name']} ({r['status']})" for _, r in failed.iterrows())]
     paths = {"report.md": out / "report.md", "trials.csv": out / "trials.csv", "factors.png": out / "factors.png"}
-    paths["report.md"].write_text("\n".join(lines) + "\n")
     trials.to_csv(paths["trials.csv"], index=False)
     fig = Figure(figsize=(4 * max(1, len(space)), 3.4), dpi=150, layout="constrained")
     for ax, key in zip(np.atleast_1d(fig.subplots(1, max(1, len(space)))), space):
@@ -341,6 +342,7 @@ def write_search_report(trials: pd.DataFrame, space: Sequence[str], metric: str,
         ax.set_xlabel(key)
         ax.set_ylabel(metric)
     fig.savefig(paths["factors.png"])
+    atomic_write_text(paths["report.md"], "\n".join(lines) + "\n")  # last, whole: it dates the report
     return paths
 
 

@@ -25,7 +25,7 @@ from trainables.config import trial_name
 from trainables.files import atomic_write_text, disk_full
 from trainables.metrics import FINAL_ERR
 from trainables.mixing.lazy import lazy_import
-from trainables.trialdir import TrialState
+from trainables.trialdir import TrialDir, TrialState
 
 from . import membership, mlflow_views, tracking
 from .console import SweepLogs, terminal, wants_live
@@ -34,6 +34,8 @@ from .jobs import record_job, resume_hint
 from .launch import (
     STOP_TIMEOUT_S,
     LaunchPlan,
+    OutOfTime,
+    StopNow,
     StopSignals,
     check_data,
     check_no_live_driver,
@@ -233,32 +235,66 @@ class SweepSession:
     def execute(self) -> int:
         """Run what is left of the sweep; the exit code (0 done, 1 failures, 130 stopped).
 
+        Ctrl+C / SIGTERM are handled in every phase (`StopSignals`); the bookkeeping after the launch (MLflow,
+        the report, the views) runs under a deadline, so a tracking server that hangs costs a bounded time.
         A full disk (the storage, the tracking store, a trial's folder) stops the sweep with one UserError
         naming the place; the trials keep their last checkpoint, and `resume` continues once there is room.
         """
         try:
-            self.check()
-            with sweep_lock(self.paths, "run"), SweepLogs(self.paths.logs):  # Ray's and MLflow's chatter: logs/
-                self.prepare()
-                plan = self.plan()
-                if plan is None:
-                    code = self.nothing_to_run()
-                    if self.reconciled.retired or self.reconciled.restored:  # the report counted other runs
-                        self.print_report()
-                    return self._with_links(code)
-                with StopSignals(self.out) as signals:  # held from the end of the run: settling is not cut short
-                    progress, completed = self.run(plan, signals)
-                    code = self.settle(progress, completed)
-                    if completed:
-                        self.print_report()
-                    if code == 1:  # something failed
-                        self._say(f"full logs (Ray, MLflow, the trials' output): {self.paths.logs}")
-                    return self._with_links(code)
+            with StopSignals(self.out) as signals:
+                self.check()
+                with sweep_lock(self.paths, "run"), SweepLogs(self.paths.logs):  # Ray's and MLflow's chatter: logs/
+                    return self._execute(signals)
         except Exception as exc:
             if not disk_full(exc):
                 raise
             where = exc.filename if isinstance(exc, OSError) and exc.filename else self.paths.storage
             raise UserError(self._no_space(f"no space left on {where}")) from None
+
+    def _execute(self, signals: StopSignals) -> int:
+        try:
+            self.prepare()
+            plan = self.plan()
+        except StopNow:  # before the launch: the sweep run is not left RUNNING without a word
+            if self.state is not None and self._bounded(signals, "closing the sweep run", lambda: (
+                    self.client.set_terminated(self.state.sweep_run_id, "KILLED")))[0]:
+                self._say(f"stopped before the launch; to continue: {self.hint}")
+            raise
+        if plan is None:  # every trial has ended; a report that a killed driver never wrote is written now
+            outdated = report_outdated(self.paths)
+            due = outdated or bool(self.reconciled.retired or self.reconciled.restored)  # it counted other runs
+            return self._finish(signals, lambda: self.nothing_to_run(outdated), report=due)
+        progress, completed = self.run(plan, signals)
+        return self._finish(signals, lambda: self.settle(progress, completed), report=completed)
+
+    def _finish(self, signals: StopSignals, settle, *, report: bool) -> int:
+        """The bookkeeping: `settle()` (it gives the exit code), the report (`report`) and the views, each under
+        its deadline; once one is cut short the rest is left to `resume` (the message says so)."""
+        done, code = self._bounded(signals, "settling MLflow", settle)
+        if not done:
+            return 130 if signals.stops else 1
+        if report and not self._bounded(signals, "writing the report", self.print_report)[0]:
+            return 130 if signals.stops else 1
+        if code == 1:  # something failed
+            self._say(f"full logs (Ray, MLflow, the trials' output): {self.paths.logs}")
+        if not self._bounded(signals, "updating the MLflow views", lambda: self._with_links(code))[0]:
+            return 130 if signals.stops else code
+        return code
+
+    def _bounded(self, signals: StopSignals, what: str, work, *, quiet: bool = False) -> tuple[bool, Any]:
+        """(True, `work()`) under `signals.books` (its deadline), or (False, None) once cut short, said once."""
+        began = time.monotonic()
+        try:
+            with signals.books():
+                return True, work()
+        except OutOfTime:
+            if not quiet:
+                why = ("a stop was asked for" if signals.now else
+                       f"MLflow at {self.tracking_uri} did not answer in time")
+                self._say(f"{what}: cut short after {time.monotonic() - began:.0f} s ({why}). The trials' results are "
+                          f"safe in {self.paths.root}; to finish the books (MLflow runs, the report) and whatever is "
+                          f"left of the sweep: {self.hint}")
+            return False, None
 
     def _with_links(self, code: int) -> int:
         """The saved MLflow UI views brought up to date with this launch's trials, and their links."""
@@ -390,10 +426,13 @@ class SweepSession:
                   f"{history.num_samples}")
         return history
 
-    def nothing_to_run(self) -> int:
+    def nothing_to_run(self, report_due: bool = False) -> int:
         """Every trial has ended: close the sweep run; 1 when some failed."""
         self.client.set_terminated(self.state.sweep_run_id, "FINISHED")
         self._say("nothing to run")
+        if report_due:  # e.g. its driver was killed while writing it
+            self._say("the report is missing or older than the trials' results (its driver ended before writing it): "
+                      "writing it")
         return 1 if self.failed_before else 0
 
     # -- run --------------------------------------------------------------------------------
@@ -414,12 +453,12 @@ class SweepSession:
         except BaseException as exc:
             signals.hold()
             if not disk_full(exc):
-                self.settle(progress, completed=False)
+                self._bounded(signals, "settling MLflow", lambda: self.settle(progress, completed=False))
             else:  # no run left RUNNING, where the disk allows; the one message is the UserError that follows
-                self._settle_quietly(progress)
+                self._bounded(signals, "settling MLflow", lambda: self._settle_quietly(progress), quiet=True)
             raise
         if progress.fatal:  # a trial hit a full disk: Tune stopped every trial
-            self._settle_quietly(progress)
+            self._bounded(signals, "settling MLflow", lambda: self._settle_quietly(progress), quiet=True)
             raise UserError(self._no_space(progress.fatal))
         return progress, completed
 
@@ -504,6 +543,22 @@ class SweepSession:
             return 1
         client.set_terminated(state.sweep_run_id, "FINISHED")
         return 1 if counts["failed"] else 0
+
+
+def report_outdated(paths: SweepPaths) -> bool:
+    """The sweep's report is missing or older than its newest trial result (final.json, failed.json).
+
+    Its report.md is written last, as a whole (`report.write_report`): a report cut short (a killed driver)
+    never looks written."""
+    try:
+        written = (paths.report / "report.md").stat().st_mtime_ns
+    except OSError:
+        return True
+    for result in (*paths.trials.glob(f"*/{TrialDir.FINAL}"), *paths.trials.glob(f"*/{TrialDir.FAILED}")):
+        with contextlib.suppress(OSError):
+            if result.stat().st_mtime_ns > written:
+                return True
+    return False
 
 
 def show_markdown(text: str, out: TextIO) -> None:

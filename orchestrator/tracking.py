@@ -40,22 +40,22 @@ def default_tracking_uri(storage: Path) -> str:
     return f"sqlite:///{(storage / 'mlflow.db').resolve()}"
 
 
-def check_tracking_uri(uri: str, timeout: float = 5.0, *, require_folder: bool = True) -> None:
-    """Fail fast, before any trial starts, when the tracking store cannot be reached. Without
+#: how long the pre-flight check waits for a tracking server's answer (a hung one is refused, not waited for)
+CHECK_TIMEOUT_S = 5.0
+#: a read-only API call the pre-flight check makes after /health: a server whose /health answers may still hang
+#: behind it (its database); any HTTP answer will do (a 401 or a 404 is an answer)
+API_PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+
+
+def check_tracking_uri(uri: str, timeout: float = CHECK_TIMEOUT_S, *, require_folder: bool = True) -> None:
+    """Fail fast, before any trial starts, when the tracking store cannot be reached, or a server accepts
+    connections but does not answer within `timeout` (its /health, then one API call). Without
     `require_folder`, a sqlite store's folder may still be missing (the storage creates it)."""
     if is_server(uri):
-        url = uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user-given tracking server
-                if resp.status != 200:
-                    raise UserError(f"MLflow tracking server {uri} answered {resp.status} on /health")
-        except urllib.error.HTTPError as exc:
-            if exc.code not in (401, 403):  # a server that guards /health too: the credential check names why
-                raise UserError(f"MLflow tracking server {uri} answered {exc.code} on /health") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise UserError(f"cannot reach the MLflow tracking server at {uri} ({reason}); start it (mlflow "
-                            f"server --host 127.0.0.1 --port PORT ...) or pass another --tracking-uri") from None
+        status = _ask(uri, "/health", timeout)
+        if status not in (200, 401, 403):  # a server that guards /health too: the credential check names why
+            raise UserError(f"MLflow tracking server {uri} answered {status} on /health")
+        _ask(uri, API_PROBE, timeout)
         from .credentials import check_credentials
 
         check_credentials(uri, timeout)  # a server that needs credentials: a 401 names MLflow's variables
@@ -68,6 +68,27 @@ def check_tracking_uri(uri: str, timeout: float = 5.0, *, require_folder: bool =
             raise UserError(f"tracking URI {uri}: folder {path.parent} does not exist")
     elif uri.startswith("sqlite:"):
         raise UserError(f"tracking URI {uri}: sqlite URIs must be absolute (sqlite:////abs/path/mlflow.db)")
+
+
+def _ask(uri: str, path: str, timeout: float) -> int:
+    """The HTTP status a tracking server answers on `path` (UserError: out of reach, or no answer in `timeout`)."""
+    url = uri.rstrip("/") + path
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - user-given tracking server
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        if path != "/health" or exc.code in (401, 403):  # an answer (it may want credentials, or know no Default)
+            return exc.code
+        reason = exc.reason
+    except TimeoutError:  # connected, then nothing: urllib raises the read's timeout as it is
+        asked = path.split("?")[0]
+        raise UserError(f"the MLflow tracking server at {uri} accepts connections but did not answer {asked} "
+                        f"within {timeout:.0f} s (hung, overloaded, or not an MLflow server); check it (curl "
+                        f"{uri}/health) or pass another --tracking-uri") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+    raise UserError(f"cannot reach the MLflow tracking server at {uri} ({reason}); start it (mlflow "
+                    f"server --host 127.0.0.1 --port PORT ...) or pass another --tracking-uri")
 
 
 def client(uri: str):
