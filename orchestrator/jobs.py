@@ -344,10 +344,10 @@ def submit(ref: str | None, *, address: str, storage: str | None, tracking_uri: 
     sweep's last job was given."""
     out = out or sys.stderr
     if resume is not None:
-        from .storage import NAME
+        from .storage import NAME, NAME_RULE
 
         if not NAME.match(resume):
-            raise UserError(f"--resume {resume!r}: not a sweep name; use 1-64 of a-z, 0-9, '_' and '-'")
+            raise UserError(f"--resume {resume!r}: not a sweep name; use {NAME_RULE}")
     if resume is None:  # 1. the spec, locally: a bad one is never submitted
         from .spec import load_spec
         from .sweep import spec_hash
