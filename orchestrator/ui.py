@@ -106,8 +106,8 @@ def serve_sweep(name: str, *, storage: Path, host: str = "127.0.0.1", port: int 
         print(f"sweep {name} tracks to the server {base}; its views:", file=out)
     elif answers(base):
         if not serves_sweep(base, state.experiment_id, state.sweep_run_id, views):
-            raise UserError(f"{base} serves another MLflow store (not {uri}: it does not hold sweep {name}'s run "
-                            f"{state.sweep_run_id}); pass another --port, or stop that UI")
+            raise UserError(f"{base} serves another MLflow store; pass another --port, or stop that UI (it is not "
+                            f"{uri}: it does not hold sweep {name}'s run {state.sweep_run_id})")
         print(f"the MLflow UI on {base} already serves this store; views of sweep {name}:", file=out)
     else:
         return _serve_here(name, uri, host, port, base, state.experiment_id, views, open_browser, out)
